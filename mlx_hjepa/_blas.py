@@ -1,0 +1,5 @@
+"""Fast-BLAS preload for MLX's Linux CPU backend (filled in by the speed issue)."""
+
+
+def preload_blas():
+    return None
