@@ -1,0 +1,40 @@
+"""Schedules as functions of the optimizer-step counter (an mx.array), evaluated inside the compiled step."""
+
+import math
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+
+@dataclass(frozen=True)
+class Schedules:
+    lr: float
+    warmup_lr: float
+    min_lr: float
+    warmup_steps: int
+    total_steps: int
+    weight_decay: float
+    weight_decay_end: float
+    ema_start: float
+    ema_end: float
+    ema_steps: int
+
+    def learning_rate(self, step):
+        """Linear warmup warmup_lr -> lr over warmup_steps, then cosine lr -> min_lr until total_steps."""
+        step = step.astype(mx.float32)
+        warm = max(self.warmup_steps, 1)
+        warmup = self.warmup_lr + (self.lr - self.warmup_lr) * mx.minimum(step / warm, 1.0)
+        decay_steps = max(self.total_steps - self.warmup_steps, 1)
+        t = mx.clip((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
+        cosine = self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + mx.cos(math.pi * t))
+        return mx.where(step < self.warmup_steps, warmup, cosine)
+
+    def weight_decay_at(self, step):
+        """Cosine weight_decay -> weight_decay_end over the whole run."""
+        t = mx.clip(step.astype(mx.float32) / max(self.total_steps, 1), 0.0, 1.0)
+        return self.weight_decay_end + 0.5 * (self.weight_decay - self.weight_decay_end) * (1.0 + mx.cos(math.pi * t))
+
+    def ema_momentum(self, step):
+        """Linear ema_start -> ema_end over ema_steps, then held."""
+        t = mx.clip(step.astype(mx.float32) / max(self.ema_steps, 1), 0.0, 1.0)
+        return self.ema_start + (self.ema_end - self.ema_start) * t

@@ -1,0 +1,149 @@
+"""The compiled H-JEPA training step.
+
+One `mx.compile`d function captures the model (context encoder, predictor, heads and the
+frozen EMA target), the optimizer moments and step counter, and the random state. The
+learning rate, weight decay and EMA momentum are computed from the step counter inside
+the trace, so nothing schedule-related is frozen as a constant.
+"""
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_flatten, tree_map
+
+from ..objective import feature_std, hierarchical_loss, variance_covariance
+from .optimizer import AdamW
+from .schedules import Schedules
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    hierarchy_weights: tuple = (1.0, 0.5, 0.25)
+    loss_type: str = "smooth_l1"
+    variance_weight: float = 0.0  # VICReg variance term on pooled context features (0 = off)
+    covariance_weight: float = 0.0
+    clip_grad: float = 0.0  # global-norm clip; 0 = off
+    accumulation_steps: int = 1
+    bf16: bool = False  # bf16 compute, fp32 master weights
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-8
+
+
+def normalize_images(images_uint8, dtype=mx.float32):
+    """uint8 (B, H, W, 3) -> normalised float, on the device."""
+    x = images_uint8.astype(mx.float32) / 255.0
+    x = (x - mx.array(IMAGENET_MEAN)) / mx.array(IMAGENET_STD)
+    return x.astype(dtype)
+
+
+def _cast(tree, dtype):
+    return tree_map(lambda p: p.astype(dtype), tree)
+
+
+class TrainStep:
+    """`step(images, masks)` runs one micro-batch; the optimizer update happens every
+    `accumulation_steps` calls. Returns a dict of metric arrays (unevaluated)."""
+
+    def __init__(self, model, schedules: Schedules, options: StepOptions = StepOptions(), group=None):
+        if len(options.hierarchy_weights) != model.num_hierarchies:
+            raise ValueError(f"hierarchy_weights has {len(options.hierarchy_weights)} entries but the model has "
+                             f"{model.num_hierarchies} levels; give one weight per level.")
+        self.model, self.schedules, self.options = model, schedules, options
+        self.group = group
+        self.world_size = group.size() if group is not None else 1
+        self.optimizer = AdamW(model.trainable_parameters(), options.betas, options.eps)
+        if options.accumulation_steps > 1:
+            self.optimizer.state["grad_accum"] = tree_map(mx.zeros_like, model.trainable_parameters())
+        self.micro_step = 0
+        self.trace_count = 0  # how many times a step function was traced (one per new input shape)
+        self.state = [model.state, self.optimizer.state, mx.random.state]
+        compile_ = lambda f: mx.compile(f, inputs=self.state, outputs=self.state)
+        self._fused = compile_(self._fused_step)
+        self._accumulate = compile_(self._accumulate_step)
+        self._apply = compile_(self._apply_step)
+
+    # -- pieces (traced inside the compiled functions) --------------------------------
+    def _loss(self, trainable, images, masks):
+        model, opts = self.model, self.options
+        dtype = mx.bfloat16 if opts.bf16 else mx.float32
+        model.update(_cast(trainable, dtype) if opts.bf16 else trainable)
+        x = normalize_images(images, dtype)
+
+        target_params = model.target_encoder.parameters()
+        if opts.bf16:
+            model.target_encoder.update(_cast(target_params, dtype))
+        target_tokens = mx.stop_gradient(model.target_encoder(x))
+        if opts.bf16:
+            model.target_encoder.update(target_params)
+
+        context = model.encoder(x, masks["context"])
+        predictions = model.predictor(context, masks["context"], masks["targets"])
+        loss, per_level = hierarchical_loss(predictions, target_tokens, masks, model.heads, model.grid_size,
+                                            opts.hierarchy_weights, opts.loss_type)
+        if opts.variance_weight or opts.covariance_weight:
+            variance, covariance = variance_covariance(context.mean(axis=1))
+            loss = loss + opts.variance_weight * variance + opts.covariance_weight * covariance
+        pooled_target = target_tokens.mean(axis=1).astype(mx.float32)
+        return loss.astype(mx.float32), (mx.stack(per_level), pooled_target)
+
+    def _grads(self, images, masks):
+        self.trace_count += 1
+        trainable = self.model.trainable_parameters()
+        (loss, (per_level, pooled)), grads = mx.value_and_grad(self._loss)(trainable, images, masks)
+        self.model.update(trainable)  # back to the fp32 masters after a bf16 forward
+        if self.world_size > 1:
+            grads = nn.average_gradients(grads, group=self.group)
+        metrics = {"loss": loss, "level_losses": per_level, "target_std": feature_std(pooled), "pooled": pooled}
+        return grads, metrics
+
+    def _update(self, grads):
+        sched, step = self.schedules, self.optimizer.state["step"]
+        lr, wd, momentum = sched.learning_rate(step), sched.weight_decay_at(step), sched.ema_momentum(step)
+        if self.options.clip_grad > 0:
+            grads, grad_norm = optim.clip_grad_norm(grads, self.options.clip_grad)
+        else:
+            grad_norm = mx.sqrt(sum((g * g).sum() for _, g in tree_flatten(grads)))
+        new = self.optimizer.update(self.model.trainable_parameters(), grads, lr, wd)
+        self.model.update(new)
+        self.model.ema_update(momentum)
+        return {"lr": lr, "weight_decay": wd, "ema_momentum": momentum, "grad_norm": grad_norm}
+
+    def _fused_step(self, images, masks):
+        grads, metrics = self._grads(images, masks)
+        metrics.update(self._update(grads))
+        return metrics
+
+    def _accumulate_step(self, images, masks):
+        grads, metrics = self._grads(images, masks)
+        n = self.options.accumulation_steps
+        self.optimizer.state["grad_accum"] = tree_map(lambda a, g: a + g / n,
+                                                      self.optimizer.state["grad_accum"], grads)
+        return metrics
+
+    def _apply_step(self):
+        self.trace_count += 1
+        metrics = self._update(self.optimizer.state["grad_accum"])
+        self.optimizer.state["grad_accum"] = tree_map(mx.zeros_like, self.optimizer.state["grad_accum"])
+        return metrics
+
+    # -- public ------------------------------------------------------------------------
+    @property
+    def step(self):
+        """Optimizer updates done so far (a Python int; syncs)."""
+        return int(self.optimizer.state["step"].item())
+
+    def __call__(self, images, masks):
+        images = mx.array(images) if not isinstance(images, mx.array) else images
+        masks = {k: mx.array(v) for k, v in masks.items() if k != "target_boxes"}
+        if self.options.accumulation_steps == 1:
+            return self._fused(images, masks)
+        metrics = self._accumulate(images, masks)
+        self.micro_step += 1
+        if self.micro_step % self.options.accumulation_steps == 0:
+            metrics.update(self._apply())
+        return metrics
