@@ -1,0 +1,169 @@
+"""`python -m mlx_hjepa.data` (also `hjepa-data`): download, prepare, verify and summarise datasets.
+
+    python -m mlx_hjepa.data download cifar10 --root ./data
+    python -m mlx_hjepa.data prepare-imagenet-val --root ./data/imagenet --devkit ILSVRC2012_devkit_t12.tar.gz
+    python -m mlx_hjepa.data verify imagenet100 --root ./data/imagenet
+    python -m mlx_hjepa.data stats configs/imagenet100_multi_dataset.yaml
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from .download import ARCHIVES, DownloadError, download_dataset
+from .imagenet_val import PrepareError, prepare_imagenet_val
+from .verify import DATASETS, print_report, verify_dataset
+
+# Errors a user can fix from the message alone: printed as one sentence, no traceback.
+USER_ERRORS = (DownloadError, PrepareError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError, KeyError)
+
+
+def _download(args):
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(args.name, total=None)
+        folder = download_dataset(
+            args.name, args.root, url=args.url, md5=args.md5, keep_archive=args.keep_archive,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    print(f"{args.name} is ready in {folder}")
+    return 0
+
+
+def _prepare_imagenet_val(args):
+    prepare_imagenet_val(args.root, args.devkit, mapping=args.mapping)
+    return 0
+
+
+def _parse_counts(items):
+    counts = {}
+    for item in items or []:
+        split, _, number = item.partition("=")
+        if not number.isdigit():
+            raise ValueError(f"--counts takes SPLIT=NUMBER (e.g. val=5000), not {item!r}.")
+        counts[split] = int(number)
+    return counts
+
+
+def _verify(args):
+    checks = verify_dataset(args.name, args.root, counts=_parse_counts(args.counts), class_list=args.class_list,
+                            sample=args.sample, seed=args.seed, min_free_gb=args.min_free_gb)
+    return 0 if print_report(args.name, args.root, checks) else 1
+
+
+def _apply_overrides(config, overrides):
+    import yaml
+
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes key.path=value (e.g. data.image_size=96), not {item!r}.")
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return config
+
+
+def _stats(args):
+    import yaml
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import build_dataset, build_multi_dataset  # the dataset side of mlx_hjepa.data
+
+    path = Path(args.config)
+    if not path.is_file():
+        raise FileNotFoundError(f"Config {path} does not exist; pass the path of a YAML config (see configs/).")
+    config = _apply_overrides(yaml.safe_load(path.read_text()) or {}, args.set)
+    data = config.get("data") or {}
+    image_size = data.get("image_size", 224)
+    if data.get("use_multi_dataset"):
+        if not data.get("datasets"):
+            raise ValueError(f"{path} sets data.use_multi_dataset but lists no data.datasets; add [{{name, weight, path}}, ...].")
+        mix = build_multi_dataset(dataset_configs=data["datasets"], data_path=data.get("data_path", "./data"), split=args.split,
+                                  sampling_strategy=data.get("sampling_strategy", "weighted"), image_size=image_size)
+        stats = mix.get_dataset_stats()
+        strategy = data.get("sampling_strategy", "weighted")
+    else:
+        name = data.get("dataset")
+        if not name:
+            raise ValueError(f"{path} has no data.dataset; name one (e.g. imagenet100) or set data.use_multi_dataset.")
+        dataset = build_dataset(dataset_name=name, data_path=data.get("data_path", "./data"), split=args.split, image_size=image_size)
+        stats = {name: {"size": len(dataset), "weight": 1.0, "expected_samples_per_epoch": len(dataset)}}
+        strategy = "single dataset"
+    table = Table(title=f"data mix of {path} ({args.split}, {strategy})")
+    for column in ("dataset", "size", "weight", "expected samples / epoch"):
+        table.add_column(column, justify="left" if column == "dataset" else "right")
+    for name, s in stats.items():
+        table.add_row(name, f"{s['size']:,}", f"{s['weight']:.3f}", f"{s['expected_samples_per_epoch']:,}")
+    table.add_row("total", f"{sum(s['size'] for s in stats.values()):,}", "",
+                  f"{sum(s['expected_samples_per_epoch'] for s in stats.values()):,}", style="bold")
+    Console().print(table)
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m mlx_hjepa.data", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("download", help="download and unpack CIFAR-10, CIFAR-100 or STL-10",
+                            description="Download an official archive (resumable, MD5-checked) and unpack it under --root.")
+    p.add_argument("name", choices=sorted(ARCHIVES), help="dataset to download")
+    p.add_argument("--root", required=True, type=Path, help="folder to hold the dataset (e.g. ./data)")
+    p.add_argument("--keep-archive", action="store_true", help="keep the .tar.gz after unpacking")
+    p.add_argument("--url", help="download from this mirror instead of the official URL")
+    p.add_argument("--md5", help="expected MD5 of the archive at --url (default: the official one)")
+    p.set_defaults(run=_download)
+
+    p = commands.add_parser("prepare-imagenet-val", help="sort the flat ILSVRC2012 val images into val/<wnid>/",
+                            description="Move ROOT/val/ILSVRC2012_val_*.JPEG into ROOT/val/<wnid>/ using the devkit ground truth. "
+                                        "Safe to run again.")
+    p.add_argument("--root", required=True, type=Path, help="ImageNet folder that holds val/")
+    p.add_argument("--devkit", required=True, type=Path, help="ILSVRC2012_devkit_t12.tar.gz or its extracted folder")
+    p.add_argument("--mapping", type=Path,
+                   help="text file mapping ILSVRC id to wnid ('id wnid' per line, or one wnid per line in id order), "
+                        "used instead of the devkit's meta.mat")
+    p.set_defaults(run=_prepare_imagenet_val)
+
+    p = commands.add_parser("verify", help="check a dataset's layout, classes, counts, free space and decodes",
+                            description="Check a dataset on disk; exits 1 and says how to fix it when something is wrong.")
+    p.add_argument("name", choices=DATASETS, help="dataset to check")
+    p.add_argument("--root", required=True, type=Path,
+                   help="ImageNet folder with train/ and val/, or the folder holding cifar-10-batches-py/, cifar-100-python/, stl10_binary/")
+    p.add_argument("--counts", nargs="+", metavar="SPLIT=N", help="expected image counts instead of the official ones (custom subsets)")
+    p.add_argument("--class-list", type=Path, help="file of wnids to use instead of the built-in ImageNet-100 (CMC) list")
+    p.add_argument("--sample", type=int, default=200, help="number of random images to decode (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the decode sample")
+    p.add_argument("--min-free-gb", type=float, default=10.0, help="warn below this much free disk space (default 10)")
+    p.set_defaults(run=_verify)
+
+    p = commands.add_parser("stats", help="sizes, weights and samples per epoch of a config's data mix",
+                            description="Build a config's datasets and print each one's size, weight and expected samples per epoch.")
+    p.add_argument("config", type=Path, help="YAML config")
+    p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--split", default="train", help="split to summarise (default train)")
+    p.set_defaults(run=_stats)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except USER_ERRORS as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue where it stopped.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Download CIFAR-10/100 and STL-10 from their official archives: resumable, checksummed, atomic.
+
+A download goes to `<root>/<archive>.part`, resumes from that file's size with an HTTP
+Range request (after a dropped connection, or on the next run), is renamed to its
+final name only once its MD5 matches, and is unpacked through a temporary folder so
+a half-extracted dataset folder never appears under its real name.
+"""
+
+import hashlib
+import http.client
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Archive:
+    url: str
+    md5: str
+    folder: str  # what the archive unpacks to, the folder the dataset loaders read
+    files: tuple  # files that must be in `folder` for the dataset to count as present
+
+
+# URLs and MD5s as published by the dataset authors (and used by torchvision.datasets).
+ARCHIVES = {
+    "cifar10": Archive(
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a",
+        folder="cifar-10-batches-py",
+        files=("batches.meta", "data_batch_1", "data_batch_2", "data_batch_3",
+               "data_batch_4", "data_batch_5", "test_batch"),
+    ),
+    "cifar100": Archive(
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
+        folder="cifar-100-python",
+        files=("meta", "train", "test"),
+    ),
+    "stl10": Archive(
+        url="http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
+        md5="91f7769df0f17e558f3565bffb0c7dfb",
+        folder="stl10_binary",
+        files=("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin",
+               "unlabeled_X.bin", "class_names.txt"),
+    ),
+}
+
+CHUNK = 1 << 20
+# Errors after which a transfer is worth resuming rather than abandoning.
+TRANSIENT_ERRORS = (http.client.IncompleteRead, http.client.RemoteDisconnected,
+                    ConnectionError, socket.timeout, TimeoutError, urllib.error.URLError)
+
+
+class DownloadError(Exception):
+    """A download or extraction failed; the message says what to do."""
+
+
+def md5sum(path, chunk=CHUNK):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch_into(url, part, timeout, progress):
+    """Append the rest of `url` to `part`, starting at its current size. Returns True when the
+    server says there is nothing left to send (the part file already holds the whole file)."""
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "mlx-hjepa"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # range starts at the end: nothing more to fetch
+            return True
+        raise DownloadError(f"The server answered HTTP {e.code} for {url}; check the URL or try again later.") from None
+    with response:
+        if have and response.status != 206:
+            have = 0  # the server ignored the Range header and sends the whole file again
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        with open(part, "ab" if have else "wb") as out:
+            done = have
+            for block in iter(lambda: response.read(CHUNK), b""):
+                out.write(block)
+                done += len(block)
+                if progress:
+                    progress(done, total)
+        if total is not None and done < total:
+            raise http.client.IncompleteRead(b"", total - done)
+    return False
+
+
+def download_file(url, dest, md5=None, retries=5, timeout=30.0, backoff=1.0, progress=None):
+    """Download `url` to `dest` (a file path) through `dest.part`, resuming after dropped
+    connections; `dest` appears only once the data matches `md5`. Returns `dest`."""
+    dest = Path(dest)
+    if dest.exists() and (md5 is None or md5sum(dest) == md5):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    for attempt in range(retries + 1):
+        try:
+            _fetch_into(url, part, timeout, progress)
+            break
+        except TRANSIENT_ERRORS as e:
+            if attempt == retries:
+                raise DownloadError(
+                    f"The download of {url} kept failing ({e}); run the same command again to resume "
+                    f"from the {part.stat().st_size if part.exists() else 0} bytes already saved."
+                ) from None
+            time.sleep(min(backoff * 2**attempt, 30.0))
+    if md5 is not None:
+        got = md5sum(part)
+        if got != md5:
+            part.unlink()
+            raise DownloadError(
+                f"{dest.name} does not match its checksum (MD5 {got}, expected {md5}), so it was deleted; "
+                "run the command again, and if it fails again the server is sending a different file."
+            )
+    os.replace(part, dest)
+    return dest
+
+
+def check_tar_members(tar):
+    """Refuse archives whose members could write outside the target folder."""
+    for member in tar.getmembers():
+        name = member.name
+        parts = Path(name).parts
+        if name.startswith(("/", "\\")) or os.path.isabs(name) or (parts and ":" in parts[0]):
+            raise DownloadError(f"The archive holds an absolute path ({name!r}); it is not safe to extract, delete it.")
+        if ".." in parts:
+            raise DownloadError(f"The archive holds a path that leaves its folder ({name!r}); it is not safe to extract, delete it.")
+        if not (member.isfile() or member.isdir()):
+            raise DownloadError(f"The archive holds a link or special file ({name!r}); it is not safe to extract, delete it.")
+
+
+def safe_extract(archive, root, folder):
+    """Extract `archive` and move its `folder` into `root` in one rename. Returns the folder's path."""
+    root = Path(root)
+    target = root / folder
+    with tarfile.open(archive) as tar:
+        check_tar_members(tar)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.", suffix=".extracting", dir=root))
+        try:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(tmp, filter="data")
+            else:
+                tar.extractall(tmp)
+            if not (tmp / folder).is_dir():
+                raise DownloadError(f"{Path(archive).name} does not contain the folder {folder}/; delete it and download again.")
+            os.replace(tmp / folder, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def missing_files(name, root):
+    archive = ARCHIVES[name]
+    folder = Path(root) / archive.folder
+    return [f for f in archive.files if not (folder / f).is_file()]
+
+
+def download_dataset(name, root, url=None, md5=None, keep_archive=False, progress=None, **kwargs):
+    """Download and unpack dataset `name` (cifar10, cifar100, stl10) under `root`.
+    `url` and `md5` override the official ones. Returns the dataset folder."""
+    if name not in ARCHIVES:
+        raise DownloadError(f"Unknown dataset {name!r}; choose one of {', '.join(ARCHIVES)}.")
+    archive = ARCHIVES[name]
+    url, md5 = url or archive.url, md5 or archive.md5
+    root = Path(root).expanduser()
+    target = root / archive.folder
+    if target.exists():
+        missing = missing_files(name, root)
+        if not missing:
+            return target
+        raise DownloadError(
+            f"{target} exists but lacks {', '.join(missing)}; delete that folder and run the command again."
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    tarball = download_file(url, root / url.rsplit("/", 1)[-1], md5=md5, progress=progress, **kwargs)
+    try:
+        safe_extract(tarball, root, archive.folder)
+    except tarfile.TarError as e:
+        raise DownloadError(f"{tarball} is not a readable tar archive ({e}); delete it and download again.") from None
+    missing = missing_files(name, root)
+    if missing:
+        raise DownloadError(f"{target} lacks {', '.join(missing)} after extraction; delete it and {tarball.name}, then download again.")
+    if not keep_archive:
+        tarball.unlink()
+    return target
