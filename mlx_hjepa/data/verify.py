@@ -180,18 +180,19 @@ def _decode_sample(paths):
 # --- array datasets (CIFAR, STL-10) ---------------------------------------------------------------
 
 
+# The globals an ndarray pickle names: _reconstruct (protocol <= 4) or _frombuffer (protocol 5),
+# from numpy.core or numpy._core depending on the numpy that wrote it.
+_ARRAY_GLOBALS = {"_reconstruct": np.empty(0).__reduce__()[0], "_frombuffer": np.empty(0).__reduce_ex__(5)[0],
+                  "ndarray": np.ndarray, "dtype": np.dtype}
+
+
 class _ArraysOnlyUnpickler(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays only: no other code named in the file can run."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
-
     def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        if module == "numpy.core.multiarray":  # numpy 2 moved it; the archives were written by numpy 1
-            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
-        return getattr(__import__(module, fromlist=[name]), name)
+        if module.split(".")[0] == "numpy" and name in _ARRAY_GLOBALS:
+            return _ARRAY_GLOBALS[name]
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
 def load_cifar_pickle(path):
