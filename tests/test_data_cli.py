@@ -2,12 +2,14 @@
 
 import hashlib
 import io
+import os
 import pickle
 import subprocess
 import sys
 import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +19,8 @@ import mlx_hjepa  # noqa: F401  (binds BLAS before anything imports mlx.core)
 from mlx_hjepa.data.__main__ import main
 from mlx_hjepa.data.download import DownloadError, download_dataset, download_file, safe_extract
 from mlx_hjepa.data.imagenet_val import PrepareError, prepare_imagenet_val, read_mat_variable
+
+REPO = Path(__file__).resolve().parents[1]
 
 # --- helpers --------------------------------------------------------------------------------------
 
@@ -300,6 +304,21 @@ def test_verify_refuses_code_in_cifar_pickles(tmp_path, capsys):
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps({b"data": print}))
     assert main(["verify", "cifar10", "--root", str(tmp_path), "--counts", "train=10", "test=2"]) == 1
     assert "refusing to load builtins.print" in capsys.readouterr().out
+
+
+def test_imagenet100_script_links_the_listed_classes_and_verifies(tmp_path):
+    class_list = tmp_path / "classes.txt"
+    class_list.write_text("\n".join(WNIDS) + "\n")
+    full = fake_imagenet(tmp_path / "full", WNIDS + ["n09999999"])
+    out = tmp_path / "imagenet100"
+    command = ["bash", str(REPO / "scripts" / "download_imagenet100.sh"), "--imagenet", str(full), "--out", str(out),
+               "--class-list", str(class_list), "--", "--counts", "train=6", "val=3"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHON": sys.executable})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(p.name for p in (out / "train").iterdir()) == WNIDS and (out / "val" / WNIDS[0]).is_symlink()
+    (full / "val" / WNIDS[1] / f"{WNIDS[1]}_0.JPEG").unlink()  # now val holds 2 images, not 3
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHON": sys.executable})
+    assert result.returncode == 1 and "expected 3" in result.stdout
 
 
 # --- stats and --help -----------------------------------------------------------------------------
