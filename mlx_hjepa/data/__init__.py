@@ -1,0 +1,27 @@
+"""Data pipelines on mlx-data: ImageNet / ImageNet-100 / image folders, CIFAR-10/100, STL-10,
+built-in synthetic data, JEPA transforms and weighted multi-dataset sampling.
+
+    train = build_dataset("imagenet100", data_path="./data/imagenet", split="train", image_size=224)
+    loader = build_dataloader(train, batch_size=32, num_workers=6, shuffle=True)
+    for batch in loader:  # {"image": uint8 (B,H,W,3), "label": int32 (B,), "dataset": int32 (B,), "index": int64 (B,)}
+        ...
+
+The command line (``python -m mlx_hjepa.data``: download, verify, ...) lives in ``__main__``.
+"""
+
+from .build import DATASET_NAMES, build_dataset, build_multi_dataset, default_transform
+from .cifar import CIFARDataset
+from .folder import IMAGENET100_CLASSES, ImageFolderDataset, ImageNet100Dataset, ImageNetDataset
+from .loader import DataLoader, build_dataloader
+from .mixing import WeightedMultiDataset
+from .sources import ArrayDataset, ImageSource, UnreadableImageError
+from .stl10 import STL10Dataset
+from .synthetic import SyntheticDataset
+from .transforms import JEPAEvalTransform, JEPATransform, random_resized_crop_params
+
+__all__ = [
+    "DATASET_NAMES", "IMAGENET100_CLASSES", "ArrayDataset", "CIFARDataset", "DataLoader", "ImageFolderDataset",
+    "ImageNet100Dataset", "ImageNetDataset", "ImageSource", "JEPAEvalTransform", "JEPATransform", "STL10Dataset",
+    "SyntheticDataset", "UnreadableImageError", "WeightedMultiDataset", "build_dataloader", "build_dataset",
+    "build_multi_dataset", "default_transform", "random_resized_crop_params",
+]
