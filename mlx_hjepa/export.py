@@ -233,7 +233,7 @@ def encoder_metadata(encoder, layout, which, training_config=None, checkpoint=No
         "encoder_config": json.dumps(config),
         "timm_architecture": timm_architecture(config),
         "timm_model_args": json.dumps(timm_model_args(config)),
-        **{k: config[k] for k in ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "act")},
+        **{k: str(config[k]) for k in ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "act")},
     }
     if training_config is not None:
         metadata["training_config"] = json.dumps(training_config, default=str)
