@@ -64,11 +64,11 @@ def jpeg(seed=0, size=8):
 
 
 class FileServer:
-    """Serves `files` (path -> bytes) on 127.0.0.1 with Range support; paths in `cut_once` send
-    half their body and drop the connection the first time they are asked for."""
+    """Serves `files` (path -> bytes) on 127.0.0.1 with Range support (unless `ignore_range`);
+    paths in `cut_once` send half their body and drop the connection the first time they are asked for."""
 
     def __init__(self):
-        self.files, self.cut_once, self.requests = {}, set(), []
+        self.files, self.cut_once, self.requests, self.ignore_range = {}, set(), [], False
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -79,7 +79,7 @@ class FileServer:
                     self.send_error(404)
                     return
                 start = 0
-                if self.headers.get("Range"):
+                if self.headers.get("Range") and not owner.ignore_range:
                     start = int(self.headers["Range"].split("=")[1].split("-")[0])
                     if start >= len(body):
                         self.send_response(416)
@@ -162,13 +162,29 @@ def test_interrupted_transfer_resumes_with_range(server, tmp_path):
     assert not (tmp_path / "blob.bin.part").exists()
 
 
-def test_existing_part_file_is_resumed(server, tmp_path):
+@pytest.mark.parametrize("have", [12_345, 50_000], ids=["partial", "complete"])
+def test_existing_part_file_is_resumed(server, tmp_path, have):
     body = np.random.default_rng(1).bytes(50_000)
     server.files["/blob.bin"] = body
-    (tmp_path / "blob.bin.part").write_bytes(body[:12_345])
+    (tmp_path / "blob.bin.part").write_bytes(body[:have])
     dest = download_file(server.url + "/blob.bin", tmp_path / "blob.bin", md5=md5(body), backoff=0)
     assert dest.read_bytes() == body
-    assert server.requests == [("/blob.bin", "bytes=12345-")]
+    assert server.requests == [("/blob.bin", f"bytes={have}-")]
+
+
+def test_server_that_ignores_range_restarts_the_file(server, tmp_path):
+    body = np.random.default_rng(2).bytes(20_000)
+    server.files["/blob.bin"], server.ignore_range = body, True
+    (tmp_path / "blob.bin.part").write_bytes(body[:5_000])
+    assert download_file(server.url + "/blob.bin", tmp_path / "blob.bin", md5=md5(body)).read_bytes() == body
+
+
+def test_unreachable_server_gives_up_with_a_clear_error(tmp_path):
+    dead = FileServer()
+    dead.close()  # nothing listens on that port any more
+    with pytest.raises(DownloadError, match="keeps failing.*run the same command again"):
+        download_file(dead.url + "/blob.bin", tmp_path / "blob.bin", md5="0" * 32, backoff=0)
+    assert list(tmp_path.iterdir()) == []
 
 
 def _link(name, target):
@@ -342,7 +358,6 @@ def test_stats_reports_the_mix(tmp_path, capsys):
     config = tmp_path / "mix.yaml"
     config.write_text(f"""data:
   data_path: {tmp_path}
-  image_size: 32
   use_multi_dataset: true
   sampling_strategy: weighted
   datasets:
@@ -352,6 +367,16 @@ def test_stats_reports_the_mix(tmp_path, capsys):
     assert main(["stats", str(config)]) == 0
     out = capsys.readouterr().out
     assert "cifar10" in out and "stl10" in out and "0.750" in out and "20" in out
+
+
+def test_stats_rejects_a_bad_config_before_building_data(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("data:\n  dataset: cifar10\n  data_pth: ./data\n")
+    assert main(["stats", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "data.data_pth" in err and "data_path" in err and "Traceback" not in err
+    assert main(["stats", str(tmp_path / "missing.yaml")]) == 1
+    assert "does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["download", "prepare-imagenet-val", "verify", "stats"])
@@ -368,3 +393,10 @@ def test_module_entry_point_and_usage_errors():
     assert ok.returncode == 0 and "prepare-imagenet-val" in ok.stdout
     bad = subprocess.run(run + ["download", "mnist", "--root", "x"], capture_output=True, text=True)
     assert bad.returncode != 0 and "invalid choice" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_shipped_imagenet100_list_has_the_100_cmc_classes():
+    from mlx_hjepa.data.verify import WNID, imagenet100_classes
+
+    classes = imagenet100_classes()
+    assert len(classes) == 100 and all(WNID.match(c) for c in classes) and classes == sorted(classes)

@@ -7,6 +7,7 @@
 """
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from .imagenet_val import PrepareError, prepare_imagenet_val
 from .verify import DATASETS, print_report, verify_dataset
 
 # Errors a user can fix from the message alone: printed as one sentence, no traceback.
-USER_ERRORS = (DownloadError, PrepareError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError, KeyError)
+# ValueError covers the config's ConfigError and the loaders' bad-argument errors.
+USER_ERRORS = (DownloadError, PrepareError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError)
 
 
 def _download(args):
@@ -53,49 +55,26 @@ def _verify(args):
     return 0 if print_report(args.name, args.root, checks) else 1
 
 
-def _apply_overrides(config, overrides):
-    import yaml
-
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set takes key.path=value (e.g. data.image_size=96), not {item!r}.")
-        node = config
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return config
-
-
 def _stats(args):
-    import yaml
     from rich.console import Console
     from rich.table import Table
 
+    from ..config import load_config
+
+    data = load_config(args.config, overrides=args.set or ()).data  # same keys, legacy names and checks as training
     from . import build_dataset, build_multi_dataset  # the dataset side of mlx_hjepa.data
 
-    path = Path(args.config)
-    if not path.is_file():
-        raise FileNotFoundError(f"Config {path} does not exist; pass the path of a YAML config (see configs/).")
-    config = _apply_overrides(yaml.safe_load(path.read_text()) or {}, args.set)
-    data = config.get("data") or {}
-    image_size = data.get("image_size", 224)
-    if data.get("use_multi_dataset"):
-        if not data.get("datasets"):
-            raise ValueError(f"{path} sets data.use_multi_dataset but lists no data.datasets; add [{{name, weight, path}}, ...].")
-        mix = build_multi_dataset(dataset_configs=data["datasets"], data_path=data.get("data_path", "./data"), split=args.split,
-                                  sampling_strategy=data.get("sampling_strategy", "weighted"), image_size=image_size)
-        stats = mix.get_dataset_stats()
-        strategy = data.get("sampling_strategy", "weighted")
+    if data.use_multi_dataset:
+        entries = [{k: v for k, v in dataclasses.asdict(d).items() if v is not None} for d in data.datasets]
+        extra = {"samples_per_epoch": data.samples_per_epoch} if data.samples_per_epoch else {}
+        mix = build_multi_dataset(dataset_configs=entries, data_path=data.data_path, split=args.split,
+                                  sampling_strategy=data.sampling_strategy, image_size=data.image_size, **extra)
+        stats, strategy = mix.get_dataset_stats(), data.sampling_strategy
     else:
-        name = data.get("dataset")
-        if not name:
-            raise ValueError(f"{path} has no data.dataset; name one (e.g. imagenet100) or set data.use_multi_dataset.")
-        dataset = build_dataset(dataset_name=name, data_path=data.get("data_path", "./data"), split=args.split, image_size=image_size)
-        stats = {name: {"size": len(dataset), "weight": 1.0, "expected_samples_per_epoch": len(dataset)}}
-        strategy = "single dataset"
-    table = Table(title=f"data mix of {path} ({args.split}, {strategy})")
+        dataset = build_dataset(dataset_name=data.dataset, data_path=data.data_path, split=args.split, image_size=data.image_size)
+        stats = {data.dataset: {"size": len(dataset), "weight": 1.0, "expected_samples_per_epoch": len(dataset)}}
+        strategy = "one dataset"
+    table = Table(title=f"{args.config}: {args.split} split, {strategy}")
     for column in ("dataset", "size", "weight", "expected samples / epoch"):
         table.add_column(column, justify="left" if column == "dataset" else "right")
     for name, s in stats.items():
@@ -146,7 +125,7 @@ def build_parser():
     p = commands.add_parser("stats", help="sizes, weights and samples per epoch of a config's data mix",
                             description="Build a config's datasets and print each one's size, weight and expected samples per epoch.")
     p.add_argument("config", type=Path, help="YAML config")
-    p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a config value, e.g. data.data_path=/data (repeatable)")
     p.add_argument("--split", default="train", help="split to summarise (default train)")
     p.set_defaults(run=_stats)
     return parser
@@ -157,8 +136,7 @@ def main(argv=None):
     try:
         return args.run(args)
     except USER_ERRORS as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue where it stopped.", file=sys.stderr)

@@ -100,25 +100,33 @@ def _fetch_into(url, part, timeout, progress):
     return False
 
 
-def download_file(url, dest, md5=None, retries=5, timeout=30.0, backoff=1.0, progress=None):
+def _size(path):
+    return path.stat().st_size if path.exists() else 0
+
+
+def download_file(url, dest, md5=None, retries=3, timeout=30.0, backoff=1.0, progress=None):
     """Download `url` to `dest` (a file path) through `dest.part`, resuming after dropped
-    connections; `dest` appears only once the data matches `md5`. Returns `dest`."""
+    connections; `dest` appears only once the data matches `md5`. Gives up after `retries`
+    attempts in a row that add no data. Returns `dest`."""
     dest = Path(dest)
     if dest.exists() and (md5 is None or md5sum(dest) == md5):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    for attempt in range(retries + 1):
+    failures = 0
+    while True:
+        before = _size(part)
         try:
             _fetch_into(url, part, timeout, progress)
             break
         except TRANSIENT_ERRORS as e:
-            if attempt == retries:
+            failures = 0 if _size(part) > before else failures + 1
+            if failures > retries:
                 raise DownloadError(
-                    f"The download of {url} kept failing ({e}); run the same command again to resume "
-                    f"from the {part.stat().st_size if part.exists() else 0} bytes already saved."
+                    f"The download of {url} keeps failing ({e}); check the network and run the same command "
+                    f"again to resume from the {_size(part):,} bytes already saved."
                 ) from None
-            time.sleep(min(backoff * 2**attempt, 30.0))
+            time.sleep(min(backoff * 2 ** max(failures - 1, 0), 30.0))
     if md5 is not None:
         got = md5sum(part)
         if got != md5:
