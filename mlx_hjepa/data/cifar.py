@@ -24,8 +24,17 @@ _ARRAY_REDUCERS = {
 }
 
 
+def _latin1_bytes(text, encoding="latin1"):
+    # Python 3 writes bytes in protocol-2 pickles as _codecs.encode(text, "latin1").
+    if encoding != "latin1":
+        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
 class _ArrayOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_bytes
         if module.split(".")[0] == "numpy":
             if name in _ARRAY_REDUCERS and module.endswith(("multiarray", "numeric")):
                 return _ARRAY_REDUCERS[name]
