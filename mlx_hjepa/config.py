@@ -37,10 +37,10 @@ ENCODER_PRESETS = {
     "small": (384, 12, 6),
     "base": (768, 12, 12),
     "large": (1024, 24, 16),
-    "huge": (1280, 32, 16),
 }
 DEVICES = {"auto": "auto", "gpu": "gpu", "cpu": "cpu", "mps": "gpu", "cuda": "gpu", "metal": "gpu"}
-LOSS_TYPES = {"smoothl1": "smoothl1", "smooth_l1": "smoothl1", "huber": "smoothl1", "mse": "mse", "l2": "mse"}
+# Spellings accepted -> the one stored (huber with delta 1 is smooth-L1 with beta 1).
+LOSS_TYPES = {"smooth_l1": "smooth_l1", "smoothl1": "smooth_l1", "huber": "smooth_l1", "mse": "mse", "l2": "mse"}
 LR_SCHEDULES = ("cosine", "linear", "constant")
 LR_SCALINGS = ("none", "linear")
 
@@ -120,7 +120,7 @@ class DataConfig:
     use_multi_dataset: bool = False
     datasets: list[DatasetEntry] = field(default_factory=list)
     sampling_strategy: str = "weighted"
-    samples_per_epoch: Optional[int] = None  # weighted mixes only; None: the sum of the dataset sizes
+    samples_per_epoch: Optional[int] = None  # weighted/balanced mixes; None: the sum of the dataset sizes
     transforms: TransformsConfig = field(default_factory=TransformsConfig)
 
 
@@ -161,7 +161,7 @@ class VICRegConfig:
 
 @dataclass
 class LossConfig:
-    type: str = "smoothl1"
+    type: str = "smooth_l1"
     hierarchy_weights: Optional[list[float]] = None  # None: 1, 1/2, 1/4, ... one per level
     normalize_embeddings: bool = False
     use_vicreg: bool = False
@@ -645,10 +645,6 @@ def grid_size(cfg: Config) -> int:
     return cfg.data.image_size // resolve_encoder(cfg)["patch_size"]
 
 
-def hierarchy_weights(cfg: Config) -> list[float]:
-    return list(cfg.loss.hierarchy_weights)
-
-
 def vicreg_weights(cfg: Config) -> tuple[float, float]:
     """(variance weight, covariance weight) added to the prediction loss; (0, 0) when off.
 
@@ -673,7 +669,7 @@ def scaled_lr(cfg: Config, world_size: int = 1) -> float:
 
 
 def validate(cfg: Config) -> Config:
-    """Check every value and normalise spellings (device mps -> gpu, loss huber -> smoothl1, ...).
+    """Check every value and normalise spellings (device mps -> gpu, loss huber -> smooth_l1, ...).
 
     Raises ConfigError listing every problem. Returns cfg, changed in place.
     """
@@ -753,8 +749,8 @@ def validate(cfg: Config) -> Config:
             check(sum(max(e.weight, 0.0) for e in d.datasets) > 0, "Config key 'data.datasets' has weights that sum to 0; give at least one dataset a positive weight.")
         strategy = choice("data.sampling_strategy", d.sampling_strategy, SAMPLING_STRATEGIES)
         d.sampling_strategy = strategy or d.sampling_strategy
-        check(d.samples_per_epoch is None or d.sampling_strategy == "weighted",
-              f"Config key 'data.samples_per_epoch' is only used with sampling_strategy 'weighted', not '{d.sampling_strategy}'; remove it.")
+        check(d.samples_per_epoch is None or d.sampling_strategy != "concat",
+              "Config key 'data.samples_per_epoch' is not used with sampling_strategy 'concat' (every image once per epoch); remove it or use 'weighted'.")
     else:
         if check(d.dataset is not None, f"Config key 'data.dataset' is not set; name one of {', '.join(DATASET_NAMES)}, or set data.use_multi_dataset: true with data.datasets."):
             d.dataset = choice("data.dataset", d.dataset, DATASET_NAMES) or d.dataset
@@ -784,13 +780,16 @@ def validate(cfg: Config) -> Config:
     check(mk.min_keep >= 1, f"Config key 'masking.min_keep' is {mk.min_keep}; use at least 1 context token (I-JEPA: 10).")
     if grid is not None:
         tokens = grid * grid
-        check(mk.min_keep <= tokens * mk.context_scale[1],
-              f"Config key 'masking.min_keep' ({mk.min_keep}) is more than the largest context block ({tokens * mk.context_scale[1]:.0f} of the {grid}x{grid} patches); lower it or use a larger image or smaller patch.")
+        if scales_ok and aspects_ok:
+            largest = _largest_block_area(grid, mk.mask_scale[1], mk.aspect_ratio)
+            check(mk.min_keep <= tokens - largest,
+                  f"Config key 'masking.min_keep' ({mk.min_keep}) cannot be met on the {grid}x{grid} patch grid: a target block of up to {largest} patches "
+                  f"leaves at most {tokens - largest} context patches; lower min_keep or masking.mask_scale, or use more patches (larger image, smaller patch).")
         levels = m.num_hierarchies
         if 1 <= levels <= MAX_HIERARCHIES and check(2 ** (levels - 1) <= grid,
                 f"Config key 'model.num_hierarchies' ({levels}) is too many for a {grid}x{grid} patch grid: the coarsest level pools {2 ** (levels - 1)}x{2 ** (levels - 1)} windows; use at most {grid.bit_length()}."):
             if scales_ok and aspects_ok and levels > 1:
-                side = _largest_block_side(tokens, grid, mk.mask_scale[1], mk.aspect_ratio)
+                side = _largest_block_side(grid, mk.mask_scale[1], mk.aspect_ratio)
                 window = 2 ** (levels - 1)
                 check(side >= window,
                       f"Config key 'model.num_hierarchies' ({levels}): the coarsest level pools {window}x{window} windows but a target block is at most about {side}x{side} patches "
@@ -841,10 +840,17 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
-def _largest_block_side(tokens: int, grid: int, max_scale: float, aspects: tuple[float, float]) -> int:
-    """Side of the largest square-ish target block the I-JEPA sampler can draw (h = round(sqrt(s*N*ar)))."""
-    ar = min(max(1.0, aspects[0]), aspects[1])
-    area = max_scale * tokens
-    height = min(grid, round(math.sqrt(area * ar)))
-    width = min(grid, round(math.sqrt(area / ar)))
-    return min(height, width)
+def _block_hw(grid: int, scale: float, aspect: float) -> tuple[int, int]:
+    """(h, w) of a block as the I-JEPA sampler rounds it, clipped to the grid."""
+    area = scale * grid * grid
+    return (min(grid, max(1, round(math.sqrt(area * aspect)))), min(grid, max(1, round(math.sqrt(area / aspect)))))
+
+
+def _largest_block_area(grid: int, max_scale: float, aspects: tuple[float, float]) -> int:
+    steps = [aspects[0] + (aspects[1] - aspects[0]) * i / 64 for i in range(65)]
+    return max(h * w for h, w in (_block_hw(grid, max_scale, a) for a in steps))
+
+
+def _largest_block_side(grid: int, max_scale: float, aspects: tuple[float, float]) -> int:
+    """Side of the largest square-ish target block: the aspect nearest 1 at the largest scale."""
+    return min(_block_hw(grid, max_scale, min(max(1.0, aspects[0]), aspects[1])))
