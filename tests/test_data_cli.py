@@ -179,6 +179,12 @@ def test_server_that_ignores_range_restarts_the_file(server, tmp_path):
     assert download_file(server.url + "/blob.bin", tmp_path / "blob.bin", md5=md5(body)).read_bytes() == body
 
 
+def test_missing_file_is_a_clear_error(server, tmp_path):
+    with pytest.raises(DownloadError, match="HTTP 404.*check the URL"):
+        download_file(server.url + "/missing.tar.gz", tmp_path / "missing.tar.gz", md5="0" * 32)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unreachable_server_gives_up_with_a_clear_error(tmp_path):
     dead = FileServer()
     dead.close()  # nothing listens on that port any more

@@ -70,18 +70,23 @@ def md5sum(path, chunk=CHUNK):
     return digest.hexdigest()
 
 
+def _size(path):
+    return path.stat().st_size if path.exists() else 0
+
+
 def _fetch_into(url, part, timeout, progress):
-    """Append the rest of `url` to `part`, starting at its current size. Returns True when the
-    server says there is nothing left to send (the part file already holds the whole file)."""
-    have = part.stat().st_size if part.exists() else 0
+    """Append the rest of `url` to `part`, starting at its current size."""
+    have = _size(part)
     request = urllib.request.Request(url, headers={"User-Agent": "mlx-hjepa"})
     if have:
         request.add_header("Range", f"bytes={have}-")
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and have:  # range starts at the end: nothing more to fetch
-            return True
+        if e.code == 416 and have:  # range starts at the end: the part file already holds everything
+            return
+        if e.code >= 500:
+            raise ConnectionError(f"HTTP {e.code} from the server") from None  # worth another try
         raise DownloadError(f"The server answered HTTP {e.code} for {url}; check the URL or try again later.") from None
     with response:
         if have and response.status != 206:
@@ -97,11 +102,6 @@ def _fetch_into(url, part, timeout, progress):
                     progress(done, total)
         if total is not None and done < total:
             raise http.client.IncompleteRead(b"", total - done)
-    return False
-
-
-def _size(path):
-    return path.stat().st_size if path.exists() else 0
 
 
 def download_file(url, dest, md5=None, retries=3, timeout=30.0, backoff=1.0, progress=None):
