@@ -1,0 +1,172 @@
+"""Evaluate a trained encoder: k-NN and linear probe on frozen features.
+
+    python -m mlx_hjepa.eval RUN_DIR --dataset cifar10 --data-path ./data --protocol knn,linear
+    python -m mlx_hjepa.eval encoder.safetensors --dataset synthetic --random-init
+
+Writes eval.json (eval_random_init.json with --random-init) next to the weights: the run
+directory, the checkpoint folder, or the folder holding the .safetensors file.
+"""
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..data import DATASET_NAMES, build_dataset
+from .features import extract_features, load_eval_encoder, random_encoder_like, training_seed, with_image_size
+from .knn import WEIGHTINGS, knn_classify
+from .linear_probe import linear_probe
+
+PROTOCOLS = ("knn", "linear")
+# (train split, test split) per dataset: STL-10's 5k labelled train vs test, ImageNet's train vs val.
+EVAL_SPLITS = {"cifar10": ("train", "test"), "cifar100": ("train", "test"), "stl10": ("train", "test"),
+               "imagenet": ("train", "val"), "imagenet100": ("train", "val"), "imagefolder": ("train", "val"),
+               "synthetic": ("train", "val")}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m mlx_hjepa.eval",
+        description="k-NN and linear-probe accuracy of a frozen encoder (target encoder by default).")
+    parser.add_argument("weights", help="run directory, checkpoint folder (checkpoints/step_N) or .safetensors file")
+    parser.add_argument("--dataset", required=True, choices=sorted(EVAL_SPLITS), help="evaluation dataset")
+    parser.add_argument("--data-path", default="./data", help="dataset root (ignored for synthetic)")
+    parser.add_argument("--protocol", default="knn,linear", help="comma-separated: knn, linear (default: both)")
+    parser.add_argument("--random-init", action="store_true",
+                        help="evaluate a freshly initialised encoder of the same shape (the baseline)")
+    parser.add_argument("--which", choices=["target", "context"], default="target",
+                        help="which encoder of a run or checkpoint (default: target)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed for --random-init and the probe (default: the run's experiment.seed, else 0)")
+    parser.add_argument("--image-size", type=int, default=None, help="eval resolution (default: the encoder's)")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
+    parser.add_argument("--num-workers", type=int, default=4, help="data loading threads")
+    parser.add_argument("--num-layers", type=int, default=1,
+                        help="concatenate the pooled outputs of the last N blocks (default: 1, the final output)")
+    parser.add_argument("--k", type=int, default=20, help="k-NN neighbours")
+    parser.add_argument("--temperature", type=float, default=0.07, help="k-NN vote temperature")
+    parser.add_argument("--weighting", choices=WEIGHTINGS, default="exp", help="k-NN votes: exp(sim/T) or majority")
+    parser.add_argument("--epochs", type=int, default=100, help="linear-probe epochs")
+    parser.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra dataset argument for both splits, e.g. num_samples=500 or resolution=32 "
+                             "(synthetic), class_list=FILE (imagefolder)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="feature cache folder (default: feature_cache/ beside the output)")
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write cached features")
+    parser.add_argument("--out", default=None, help="output JSON path (default: eval.json beside the weights)")
+    return parser.parse_args(argv)
+
+
+def parse_protocols(text):
+    protocols = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = sorted(set(protocols) - set(PROTOCOLS))
+    if unknown or not protocols:
+        raise ValueError(f"--protocol {text!r} is not a comma-separated list of {', '.join(PROTOCOLS)}.")
+    return protocols
+
+
+def parse_dataset_options(items):
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--dataset-option {item!r} is not KEY=VALUE (e.g. num_samples=500).")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def output_dir(weights_arg, weights_file):
+    source = Path(weights_arg)
+    return source if source.is_dir() else Path(weights_file).parent
+
+
+def run(args, console):
+    protocols = parse_protocols(args.protocol)
+    options = parse_dataset_options(args.dataset_option)
+    encoder, weights_file, training_config = load_eval_encoder(args.weights, args.which)
+    seed = args.seed if args.seed is not None else training_seed(training_config)
+    if args.random_init:
+        encoder = random_encoder_like(encoder, seed)
+    encoder = with_image_size(encoder, args.image_size)
+    out_dir = output_dir(args.weights, weights_file)
+    out_file = Path(args.out) if args.out else out_dir / ("eval_random_init.json" if args.random_init else "eval.json")
+    cache_dir = None if args.no_cache else Path(args.cache_dir or out_file.parent / "feature_cache")
+
+    train_split, test_split = EVAL_SPLITS[args.dataset]
+    splits = {}
+    for split in (train_split, test_split):
+        dataset = build_dataset(args.dataset, args.data_path, split, image_size=encoder.img_size, **options)
+        with Progress(TextColumn(f"features {args.dataset}/{split}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeRemainingColumn(), console=console, transient=True) as bar:
+            task = bar.add_task("", total=len(dataset))
+            splits[split] = extract_features(encoder, dataset, args.batch_size, args.num_layers,
+                                             cache_dir=cache_dir, num_workers=args.num_workers,
+                                             progress=lambda done, total: bar.update(task, completed=done))
+        num_classes = getattr(dataset, "num_classes", 0)
+    (train_x, train_y), (test_x, test_y) = splits[train_split], splits[test_split]
+    num_classes = max(num_classes, int(max(train_y.max(), test_y.max())) + 1)
+
+    result = {"dataset": args.dataset, "weights": str(weights_file)}
+    details = {}
+    if "knn" in protocols:
+        knn = knn_classify(train_x, train_y, test_x, test_y, k=args.k, temperature=args.temperature,
+                           num_classes=num_classes, weighting=args.weighting)
+        result["knn"] = {key: knn[key] for key in ("top1", "top5", "k", "temperature")}
+        details["knn"] = knn
+    if "linear" in protocols:
+        linear = linear_probe(train_x, train_y, test_x, test_y, epochs=args.epochs, seed=seed,
+                              num_classes=num_classes)
+        result["linear"] = {key: linear[key] for key in ("top1", "top5", "lr", "weight_decay")}
+        details["linear"] = linear
+
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(f".{out_file.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out_file)
+    print_table(console, args, result, details, len(train_y), len(test_y), train_split, test_split)
+    console.print(f"Wrote {out_file.resolve()}")
+    return result
+
+
+def print_table(console, args, result, details, num_train, num_test, train_split, test_split):
+    encoder_name = "random-init" if args.random_init else f"{args.which} encoder"
+    table = Table(title=f"{args.dataset} ({train_split} {num_train} -> {test_split} {num_test}), {encoder_name}, "
+                        f"{result['weights']}")
+    for column in ("protocol", "top-1", "top-5", "settings"):
+        table.add_column(column, justify="right" if column.startswith("top") else "left")
+    if "knn" in details:
+        knn = details["knn"]
+        table.add_row("k-NN", f"{100 * knn['top1']:.2f}", f"{100 * knn['top5']:.2f}",
+                      f"k={knn['k']}, T={knn['temperature']:g}, {knn['weighting']} votes")
+    if "linear" in details:
+        linear = details["linear"]
+        table.add_row("linear", f"{100 * linear['top1']:.2f}", f"{100 * linear['top5']:.2f}",
+                      f"lr={linear['lr']:g}, wd={linear['weight_decay']:g}, {linear['epochs']} epochs")
+    console.print(table)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    console = Console(stderr=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            run(args, console)
+            code = 0
+        except (ValueError, OSError) as error:
+            print(f"hjepa-eval: {error}", file=sys.stderr)
+            code = 1
+    for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
+        console.print(f"[yellow]warning:[/yellow] {message}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
