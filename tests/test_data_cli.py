@@ -278,6 +278,17 @@ def test_prepare_imagenet_val_reads_meta_mat_from_devkit_tarball(tmp_path, compr
     assert sorted((p.parent.name, p.name) for p in val.glob("*/*.JPEG"))[0] == (WNIDS[0], "ILSVRC2012_val_00000002.JPEG")
 
 
+def test_prepare_imagenet_val_refuses_a_sorted_synset_list_as_mapping(tmp_path):
+    fake_flat_val(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "ILSVRC2012_validation_ground_truth.txt").write_text("".join(f"{t}\n" for t in TRUTH))
+    mapping = tmp_path / "LOC_synset_mapping.txt"
+    mapping.write_text("".join(f"{w} some class, other name\n" for w in WNIDS))
+    with pytest.raises(PrepareError, match="LOC_synset_mapping.txt is in another order"):
+        prepare_imagenet_val(tmp_path, tmp_path, mapping=mapping)
+    assert len(list((tmp_path / "val").glob("*.JPEG"))) == len(TRUTH)
+
+
 def test_prepare_imagenet_val_without_val_folder_says_what_to_extract(tmp_path):
     with pytest.raises(PrepareError, match="extract ILSVRC2012_img_val.tar"):
         prepare_imagenet_val(tmp_path, tmp_path)

@@ -106,8 +106,8 @@ def build_parser():
     p.add_argument("--root", required=True, type=Path, help="ImageNet folder that holds val/")
     p.add_argument("--devkit", required=True, type=Path, help="ILSVRC2012_devkit_t12.tar.gz or its extracted folder")
     p.add_argument("--mapping", type=Path,
-                   help="text file mapping ILSVRC id to wnid ('id wnid' per line, or one wnid per line in id order), "
-                        "used instead of the devkit's meta.mat")
+                   help="text file mapping ILSVRC2012_ID to wnid, used instead of the devkit's meta.mat: 'id wnid' per line, "
+                        "or one wnid per line where line N is ILSVRC2012_ID N (the devkit's order, not sorted wnid order)")
     p.set_defaults(run=_prepare_imagenet_val)
 
     p = commands.add_parser("verify", help="check a dataset's layout, classes, counts, free space and decodes",

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 VAL_IMAGE = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")
+WNID = re.compile(r"^n\d{8}$")
 GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
 META_MAT = "data/meta.mat"
 
@@ -124,16 +125,21 @@ def ids_to_wnids_from_meta(data):
 
 
 def read_mapping(path):
-    """ILSVRC id -> wnid from a text file: `id wnid` per line, or one wnid per line in id order."""
+    """ILSVRC id -> wnid from a text file: `id wnid` per line, or one wnid per line in id order.
+    (Sorted-wnid lists such as LOC_synset_mapping.txt are in a different order: they are refused
+    because their lines carry class names after the wnid.)"""
     mapping = {}
     lines = [line.split() for line in Path(path).read_text().splitlines() if line.strip()]
     for number, words in enumerate(lines, start=1):
-        if len(words) == 1:
+        if len(words) == 1 and WNID.match(words[0]):
             mapping[number] = words[0]
-        elif len(words) == 2 and words[0].isdigit():
+        elif len(words) == 2 and words[0].isdigit() and WNID.match(words[1]):
             mapping[int(words[0])] = words[1]
         else:
-            raise PrepareError(f"Line {number} of {path} is not 'id wnid' or 'wnid'; fix the mapping file.")
+            raise PrepareError(
+                f"Line {number} of {path} is not 'ILSVRC2012_ID wnid' or a lone wnid; fix the mapping file "
+                "(a sorted wnid list such as LOC_synset_mapping.txt is in another order and cannot be used)."
+            )
     return mapping
 
 
