@@ -15,6 +15,7 @@ import tarfile
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,7 +196,8 @@ def download_dataset(name, root, url=None, md5=None, keep_archive=False, progres
             f"{target} exists but lacks {', '.join(missing)}; delete that folder and run the command again."
         )
     root.mkdir(parents=True, exist_ok=True)
-    tarball = download_file(url, root / url.rsplit("/", 1)[-1], md5=md5, progress=progress, **kwargs)
+    filename = Path(urllib.parse.urlparse(url).path).name or f"{name}.tar.gz"
+    tarball = download_file(url, root / filename, md5=md5, progress=progress, **kwargs)
     try:
         safe_extract(tarball, root, archive.folder)
     except tarfile.TarError as e:
