@@ -324,9 +324,10 @@ def test_verify_good_and_broken_imagenet100_trees(tmp_path, capsys):
     for image in (root / "val" / WNIDS[2]).iterdir():
         image.rename(root / "val" / "ILSVRC2012_val_00000001.JPEG")  # unsorted val image
     (root / "val" / WNIDS[2]).rmdir()
+    (root / "train" / "n08888888.tar").write_bytes(b"")  # a class tarball left unextracted
     assert main(args + ["--counts", "train=6", "val=3"]) == 1
     out = capsys.readouterr().out
-    for expected in ("prepare-imagenet-val", "2/3 ImageNet-100 class folders", "do not decode", "problem(s) found"):
+    for expected in ("prepare-imagenet-val", "1 class tarballs (n08888888.tar, ...) are not extracted", "2/3 ImageNet-100 class folders", "do not decode", "problem(s) found"):
         assert expected in out
 
 

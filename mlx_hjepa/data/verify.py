@@ -121,6 +121,10 @@ def _verify_folders(name, root, counts, class_list, reservoir):
         per_class, others, loose, ignored = _scan_class_folders(split_dir, wanted, reservoir)
         classes_by_split[split] = set(per_class)
         flat = [f for f in loose if FLAT_VAL_IMAGE.match(f)]
+        tarballs = [f for f in loose if WNID.match(f.removesuffix(".tar"))]
+        if tarballs:
+            checks.append(Check(f"{split}/ layout", "fail", f"{len(tarballs):,} class tarballs ({tarballs[0]}, ...) are not extracted",
+                                f"Extract each into its folder: cd {split_dir} && for f in n*.tar; do mkdir -p \"${{f%.tar}}\" && tar -xf \"$f\" -C \"${{f%.tar}}\" && rm \"$f\"; done"))
         if flat:
             checks.append(Check(f"{split}/ layout", "fail", f"{len(flat):,} images lie directly in {split_dir}, not in class folders",
                                 f"Run `python -m mlx_hjepa.data prepare-imagenet-val --root {root} --devkit ILSVRC2012_devkit_t12.tar.gz`."))
