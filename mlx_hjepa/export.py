@@ -122,7 +122,7 @@ def save_model_checkpoint(model: HJEPA, path, extra_metadata=None):
     return _atomic_save(path, dict(tree_flatten(model.parameters())), metadata)
 
 
-def load_model_checkpoint(path):
+def load_model_checkpoint(path, return_metadata=False):
     """Rebuild the HJEPA a `save_model_checkpoint` file holds; strict about keys and shapes."""
     arrays, metadata = read_safetensors(path)
     if "model_config" not in metadata:
@@ -136,7 +136,7 @@ def load_model_checkpoint(path):
     check_strict(shapes_of(dict(tree_flatten(model.parameters()))), shapes_of(arrays), f"HJEPA from {path}")
     model.load_weights(list(arrays.items()), strict=True)
     mx.eval(model.parameters())
-    return model
+    return (model, metadata) if return_metadata else model
 
 
 def resolve_checkpoint(source):
@@ -355,13 +355,15 @@ def export(source, out=None, which="target", layout=None, hf_dir=None):
         raise ValueError("--hf-dir writes one encoder in timm layout; use it with --which target|context "
                          "and --layout timm.")
 
-    model_file = resolve_checkpoint(source)
-    model = load_model_checkpoint(model_file)
+    model_file = resolve_checkpoint(source).resolve()
+    model, source_metadata = load_model_checkpoint(model_file, return_metadata=True)
     training_config = training_config_of(model_file)
     checkpoint = model_file.parent.name if model_file.parent.parent.name == "checkpoints" else None
     written = []
     if which == "all":
-        extra = {"checkpoint": checkpoint} if checkpoint else {}
+        extra = {k: v for k, v in source_metadata.items() if k != "model_config"}  # keep the trainer's notes
+        if checkpoint:
+            extra["checkpoint"] = checkpoint
         if training_config is not None:
             extra["training_config"] = json.dumps(training_config, default=str)
         written.append(save_model_checkpoint(model, out, extra))

@@ -164,8 +164,10 @@ def test_cli_exports_a_run(tmp_path, capsys):
 
     full = tmp_path / "full.safetensors"
     assert export.main([str(run), "--out", str(full), "--full"]) == 0
-    restored = dict(tree_flatten(export.load_model_checkpoint(full).parameters()))
+    loaded, meta = export.load_model_checkpoint(full, return_metadata=True)
+    restored = dict(tree_flatten(loaded.parameters()))
     assert all(mx.array_equal(v, restored[k]) for k, v in tree_flatten(model.parameters()))
+    assert meta["step"] == "7" and meta["checkpoint"] == "step_000007" and "training_config" in meta
 
 
 def test_cli_writes_a_hugging_face_folder(tmp_path):
