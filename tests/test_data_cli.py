@@ -292,6 +292,9 @@ def test_prepare_imagenet_val_refuses_a_sorted_synset_list_as_mapping(tmp_path):
 def test_prepare_imagenet_val_without_val_folder_says_what_to_extract(tmp_path):
     with pytest.raises(PrepareError, match="extract ILSVRC2012_img_val.tar"):
         prepare_imagenet_val(tmp_path, tmp_path)
+    (tmp_path / "val").mkdir()
+    with pytest.raises(PrepareError, match="pass --devkit the path of ILSVRC2012_devkit_t12.tar.gz"):
+        prepare_imagenet_val(tmp_path, tmp_path / "ILSVRC2012_devkit_t12.tar.gz")
 
 
 # --- verify ---------------------------------------------------------------------------------------

@@ -145,7 +145,9 @@ def read_mapping(path):
 
 def _devkit_file(devkit, suffix):
     """Bytes of the devkit file ending in `suffix`, from the .tar.gz or its extracted folder."""
-    devkit = Path(devkit)
+    devkit = Path(devkit).expanduser()
+    if not devkit.exists():
+        raise PrepareError(f"{devkit} does not exist; pass --devkit the path of ILSVRC2012_devkit_t12.tar.gz (from the ImageNet download page) or its extracted folder.")
     if devkit.is_dir():
         hits = sorted(devkit.glob(f"**/{suffix}"))
         if hits:
