@@ -22,7 +22,7 @@ import yaml
 from mlx.utils import tree_flatten
 
 from . import __version__
-from .models import HJEPA, PRESETS, Predictor, VisionTransformer
+from .models import HJEPA, PRESETS, VisionTransformer
 from .train.step import IMAGENET_MEAN, IMAGENET_STD
 
 MODEL_FILE = "model.safetensors"
@@ -42,7 +42,8 @@ def read_safetensors(path):
     """(arrays, metadata) of a safetensors file, with one clear error for anything unreadable."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; pass a .safetensors file, a checkpoint folder or a run directory.")
+        raise FileNotFoundError(f"{path} does not exist; pass a .safetensors file, a checkpoint folder "
+                                "or a run directory.")
     try:
         return mx.load(str(path), format="safetensors", return_metadata=True)
     except (RuntimeError, ValueError) as e:
@@ -145,7 +146,8 @@ def resolve_checkpoint(source):
     if source.is_file():
         return source
     if not source.is_dir():
-        raise FileNotFoundError(f"{source} does not exist; pass a run directory, a checkpoint folder or a .safetensors file.")
+        raise FileNotFoundError(f"{source} does not exist; pass a run directory, a checkpoint folder "
+                                "or a .safetensors file.")
     if (source / MODEL_FILE).is_file():
         return source / MODEL_FILE
     latest = source / "checkpoints" / LATEST_FILE
@@ -233,7 +235,8 @@ def encoder_metadata(encoder, layout, which, training_config=None, checkpoint=No
         "encoder_config": json.dumps(config),
         "timm_architecture": timm_architecture(config),
         "timm_model_args": json.dumps(timm_model_args(config)),
-        **{k: str(config[k]) for k in ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "act")},
+        **{k: str(config[k]) for k in ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
+                                       "act")},
     }
     if training_config is not None:
         metadata["training_config"] = json.dumps(training_config, default=str)
@@ -289,7 +292,8 @@ def save_hf_dir(encoder, directory, which="target", training_config=None, checkp
 
 # ---------------------------------------------------------------- loading an encoder back
 
-def _encoder_from_full(arrays, metadata, which, path):
+def _encoder_from_full(arrays, metadata, which):
+    """(encoder config, its MLX-layout state, "mlx") out of a full HJEPA checkpoint."""
     prefix = {"target": "target_encoder.", "context": "encoder."}.get(which)
     if prefix is None:
         raise ValueError(f"which must be 'target' or 'context' to load an encoder, got '{which}'.")
@@ -309,7 +313,7 @@ def load_encoder(path, which="target", **expected):
     if "encoder_config" in metadata:
         config, state, layout = json.loads(metadata["encoder_config"]), arrays, metadata.get("layout", "timm")
     elif "model_config" in metadata:
-        config, state, layout = _encoder_from_full(arrays, metadata, which, path)
+        config, state, layout = _encoder_from_full(arrays, metadata, which)
     else:
         raise ValueError(f"{path} has no mlx-hjepa metadata ('encoder_config' or 'model_config'); "
                          "it was not written by mlx_hjepa.export or the trainer, so its model size is unknown.")
