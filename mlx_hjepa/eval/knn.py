@@ -7,7 +7,9 @@ Queries are processed `chunk_size` at a time, so memory is chunk_size x N, never
 Ties are broken deterministically:
 - neighbours: higher similarity first, equal similarities go to the lower training index;
 - classes: more votes first, equal votes go to the lower class id. A query counts as
-  correct at top-n when fewer than n classes rank ahead of its true class.
+  correct at top-n when fewer than n classes rank ahead of its true class and that class got
+  at least one vote (a class no neighbour voted for is never a hit, even with fewer than n
+  classes voting).
 """
 
 import warnings
@@ -49,12 +51,15 @@ def l2_normalize(x, eps=1e-12):
     return x / mx.maximum(mx.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
-def topk_correct(scores, labels, ks=(1, 5)):
-    """Per-k count of rows whose label ranks within the top k of `scores` (ties -> lower class id)."""
+def topk_correct(scores, labels, ks=(1, 5), min_score=None):
+    """Per-k count of rows whose label ranks within the top k of `scores` (ties -> lower class id)
+    and, with min_score, scores above it."""
     label_score = mx.take_along_axis(scores, labels[:, None], axis=1)
     class_ids = mx.arange(scores.shape[1])
     ahead = (scores > label_score) | ((scores == label_score) & (class_ids[None] < labels[:, None]))
     rank = ahead.astype(mx.int32).sum(axis=1)
+    if min_score is not None:
+        rank = mx.where(label_score[:, 0] > min_score, rank, 2**30)
     return [(rank < k).astype(mx.int32).sum() for k in ks]
 
 
@@ -114,7 +119,7 @@ def knn_classify(train_feats, train_labels, test_feats, test_labels, k=20, tempe
         weights = mx.exp(sims / temperature) if weighting == "exp" else mx.ones_like(sims)
         one_hot = bank_labels[idx][..., None] == mx.arange(num_classes)
         votes = (weights[..., None] * one_hot).sum(axis=1)  # (chunk, C)
-        c1, c5 = topk_correct(votes, labels)
+        c1, c5 = topk_correct(votes, labels, min_score=0)
         mx.eval(c1, c5, idx, sims, votes)
         correct1, correct5 = correct1 + c1.item(), correct5 + c5.item()
         if return_details:

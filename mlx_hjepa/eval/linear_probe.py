@@ -32,37 +32,42 @@ def cross_entropy(params, x, y):
     return (mx.logsumexp(logits, axis=2) - picked[..., 0]).mean(axis=1).sum()
 
 
+def _sgd_step(params, velocity, step, total_steps, lrs, weight_decays, momentum, features, labels, batch_idx):
+    """One SGD-momentum step of every head; schedule values are arrays so one trace (and one set of
+    JIT kernels) serves every grid, epoch count and momentum."""
+    _, grads = mx.value_and_grad(cross_entropy)(params, features[batch_idx], labels[batch_idx])
+    lr = lrs * 0.5 * (1 + mx.cos(math.pi * step / total_steps))  # cosine to zero
+    grads = {"weight": grads["weight"] + weight_decays * params["weight"], "bias": grads["bias"]}
+    velocity = {k: momentum * velocity[k] + grads[k] for k in grads}
+    params = {k: params[k] - lr * velocity[k] for k in params}
+    return params, velocity
+
+
+_compiled_sgd_step = mx.compile(_sgd_step)
+
+
 def train_heads(x, y, lrs, weight_decays, num_classes, epochs, batch_size, momentum, rng):
     """Train one linear head per (lr, wd) pair on (x, y); returns {"weight": (G, D, C), "bias": (G, 1, C)}."""
     n, dim = x.shape
     heads = len(lrs)
     batch_size = min(batch_size, n)
     steps_per_epoch = n // batch_size  # drop the ragged tail so one shape is traced; reshuffled every epoch
-    total_steps = epochs * steps_per_epoch
-    lrs = mx.array(lrs, dtype=mx.float32)[:, None, None]
-    weight_decays = mx.array(weight_decays, dtype=mx.float32)[:, None, None]
-    grad_fn = mx.value_and_grad(cross_entropy)
-
-    @mx.compile
-    def step(params, velocity, t, features, labels, batch_idx):
-        loss, grads = grad_fn(params, features[batch_idx], labels[batch_idx])
-        lr = lrs * 0.5 * (1 + mx.cos(math.pi * t / total_steps))  # cosine to zero
-        grads = {"weight": grads["weight"] + weight_decays * params["weight"], "bias": grads["bias"]}
-        velocity = {k: momentum * velocity[k] + grads[k] for k in grads}
-        params = {k: params[k] - lr * velocity[k] for k in params}
-        return params, velocity, loss
-
+    hyper = dict(total_steps=mx.array(epochs * steps_per_epoch, mx.float32),
+                 lrs=mx.array(lrs, mx.float32)[:, None, None],
+                 weight_decays=mx.array(weight_decays, mx.float32)[:, None, None],
+                 momentum=mx.array(momentum, mx.float32))
     params = {"weight": mx.zeros((heads, dim, num_classes)), "bias": mx.zeros((heads, 1, num_classes))}
     velocity = {k: mx.zeros_like(v) for k, v in params.items()}
     features, labels = mx.array(x), mx.array(y.astype(np.int32))
-    t = 0
+    step = 0
     for _ in range(epochs):
         order = rng.permutation(n)[: steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
         order = mx.array(order.astype(np.int32))
         for i in range(steps_per_epoch):
-            params, velocity, _ = step(params, velocity, mx.array(t, dtype=mx.float32), features, labels, order[i])
+            params, velocity = _compiled_sgd_step(params, velocity, mx.array(step, mx.float32), features=features,
+                                                  labels=labels, batch_idx=order[i], **hyper)
             mx.eval(params, velocity)
-            t += 1
+            step += 1
     return params
 
 
