@@ -1,0 +1,85 @@
+"""Cheap operations for MLX's CPU backend (opt-in; exact GELU stays the default for timm parity).
+
+`fast_gelu` is GELU with erf replaced by a rational function: only multiply, add, divide
+and comparisons, which `mx.compile` fuses into one vectorisable kernel each way, where
+exact GELU runs erf as scalar code on one thread. Its backward is written out (the exact
+derivative of the same rational function), so autodiff neither stores nor replays the
+dozen intermediate arrays.
+
+Accuracy in fp32 against exact GELU, 0.5 * x * (1 + erf(x / sqrt(2))), for any x:
+    forward  max |error| 5.0e-6
+    backward max |error| 5.9e-5 (against Phi(x) + x * phi(x))
+tests/test_ops.py checks both. For scale: MLX's tanh approximation nn.gelu_approx is off by 4.7e-4.
+"""
+
+import math
+
+import mlx.core as mx
+
+# erf(z) ~= z * ERF_P(z^2) / ERF_Q(z^2) for |z| < 4 (erf(4) = 1 - 1.5e-8). Fitted for this module by
+# weighted least squares with Lawson reweighting towards the minimax GELU error. ERF_Q's
+# coefficients are positive, so it has no poles.
+ERF_P = (1.1284908056259155, 0.16929060220718384, 0.051370032131671906, 0.0016947711119428277)
+ERF_Q = (1.0, 0.48393714427948, 0.10571065545082092, 0.013263151980936527, 8.526119927410036e-05)
+ERF_CLAMP = 4.0
+
+# GELU(x) = x/2 + x erf(x/sqrt2)/2, and x erf(x/sqrt2)/2 is even in x: with s = x^2 it is
+# s P(s)/Q(s), and its derivative is x N(s)/Q(s)^2. Beyond the clamp GELU is relu(x).
+S_CLAMP = 2 * ERF_CLAMP**2
+P = [c / (2 * math.sqrt(2) * 2**i) for i, c in enumerate(ERF_P)]
+Q = [c / 2**i for i, c in enumerate(ERF_Q)]
+
+
+def _polymul(a, b):
+    out = [0.0] * (len(a) + len(b) - 1)
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            out[i + j] += x * y
+    return out
+
+
+def _polysub(a, b):
+    n = max(len(a), len(b))
+    return [(a[i] if i < len(a) else 0.0) - (b[i] if i < len(b) else 0.0) for i in range(n)]
+
+
+# d/dx [s P/Q] = 2x (Q (P + s P') - s P Q') / Q^2, so N = 2 (Q A - s P Q') with A = d(sP)/ds.
+_A = [(i + 1) * c for i, c in enumerate(P)]
+_dQ = [i * c for i, c in enumerate(Q)][1:]
+N = [2 * c for c in _polysub(_polymul(Q, _A), [0.0] + _polymul(P, _dQ))]
+
+
+def _estrin(coefficients, s):
+    """Polynomial in s by Estrin's scheme: shallow graphs fuse into one kernel under mx.compile."""
+    terms = list(coefficients)
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] * s if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+        s = s * s
+    return terms[0]
+
+
+@mx.compile
+def _gelu_forward(x):
+    s = mx.minimum(x * x, S_CLAMP)
+    inside = x * x < S_CLAMP
+    return 0.5 * x + mx.where(inside, s * _estrin(P, s) / _estrin(Q, s), 0.5 * mx.abs(x))
+
+
+@mx.compile
+def _gelu_backward(x, cotangent):
+    s = mx.minimum(x * x, S_CLAMP)
+    inside = x * x < S_CLAMP
+    q = _estrin(Q, s)
+    slope = (cotangent * x) * _estrin(N, s) / (q * q) + 0.5 * cotangent
+    return mx.where(inside, slope, mx.where(x > 0, cotangent, 0))
+
+
+@mx.custom_function
+def fast_gelu(x):
+    """GELU within 5e-6 of exact (fp32), built from multiply/add/divide, with its own backward."""
+    return _gelu_forward(x)
+
+
+@fast_gelu.vjp
+def _fast_gelu_vjp(x, cotangent, output):
+    return _gelu_backward(x, cotangent)
