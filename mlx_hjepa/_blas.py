@@ -69,11 +69,14 @@ def _preload() -> PreloadResult:
         if bound and os.path.realpath(bound) != os.path.realpath(reference_blas):
             return PreloadResult("loaded", bound, "bound before mlx_hjepa was imported (LD_PRELOAD?)")
         path = next(filter(None, map(_usable_path, candidates)), None)
-        fix = f"LD_PRELOAD={path}" if path else f"an OpenBLAS ({INSTALL_HINT})"
+        if path:
+            fix = f"Import mlx_hjepa before mlx, or run with LD_PRELOAD={path}"
+        else:
+            fix = f"Install an OpenBLAS ({INSTALL_HINT}) and import mlx_hjepa before mlx"
         return PreloadResult(
             "too_late", path,
             "mlx.core was imported before mlx_hjepa, so MLX keeps its slow reference BLAS "
-            f"(6-13x slower steps on the CPU). Import mlx_hjepa before mlx, or run with {fix}.",
+            f"(6-13x slower steps on the CPU). {fix}.",
         )
     for candidate in candidates:
         path = _usable_path(candidate)
