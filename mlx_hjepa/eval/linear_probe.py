@@ -25,11 +25,17 @@ def standardize(train, test, eps=1e-6):
     return ((train - mean) / std).astype(np.float32), ((test - mean) / std).astype(np.float32)
 
 
+def head_logits(params, x):
+    """(B, G, C) logits of every head: one (B, D) x (D, G*C) matmul for all heads."""
+    dim, heads, classes = params["weight"].shape
+    return (x @ params["weight"].reshape(dim, heads * classes)).reshape(-1, heads, classes) + params["bias"]
+
+
 def cross_entropy(params, x, y):
     """Sum over heads of each head's mean cross-entropy; heads are independent, so each gets its own gradient."""
-    logits = x @ params["weight"] + params["bias"]  # (G, B, C)
-    picked = mx.take_along_axis(logits, mx.broadcast_to(y[None, :, None], (*logits.shape[:2], 1)), axis=2)
-    return (mx.logsumexp(logits, axis=2) - picked[..., 0]).mean(axis=1).sum()
+    logits = head_logits(params, x)
+    picked = mx.take_along_axis(logits, mx.broadcast_to(y[:, None, None], (*logits.shape[:2], 1)), axis=2)
+    return (mx.logsumexp(logits, axis=2) - picked[..., 0]).mean(axis=0).sum()
 
 
 def _sgd_step(params, velocity, step, total_steps, lrs, weight_decays, momentum, features, labels, batch_idx):
@@ -47,16 +53,16 @@ _compiled_sgd_step = mx.compile(_sgd_step)
 
 
 def train_heads(x, y, lrs, weight_decays, num_classes, epochs, batch_size, momentum, rng):
-    """Train one linear head per (lr, wd) pair on (x, y); returns {"weight": (G, D, C), "bias": (G, 1, C)}."""
+    """Train one linear head per (lr, wd) pair on (x, y); returns {"weight": (D, G, C), "bias": (G, C)}."""
     n, dim = x.shape
     heads = len(lrs)
     batch_size = min(batch_size, n)
     steps_per_epoch = n // batch_size  # drop the ragged tail so one shape is traced; reshuffled every epoch
     hyper = dict(total_steps=mx.array(epochs * steps_per_epoch, mx.float32),
-                 lrs=mx.array(lrs, mx.float32)[:, None, None],
-                 weight_decays=mx.array(weight_decays, mx.float32)[:, None, None],
+                 lrs=mx.array(lrs, mx.float32)[:, None],  # (G, 1): broadcasts over (D, G, C) and (G, C)
+                 weight_decays=mx.array(weight_decays, mx.float32)[:, None],
                  momentum=mx.array(momentum, mx.float32))
-    params = {"weight": mx.zeros((heads, dim, num_classes)), "bias": mx.zeros((heads, 1, num_classes))}
+    params = {"weight": mx.zeros((dim, heads, num_classes)), "bias": mx.zeros((heads, num_classes))}
     velocity = {k: mx.zeros_like(v) for k, v in params.items()}
     features, labels = mx.array(x), mx.array(y.astype(np.int32))
     step = 0
@@ -76,8 +82,8 @@ def head_accuracies(params, x, y, chunk_size=8192):
     correct1 = correct5 = 0
     for start in range(0, len(y), chunk_size):
         xb, yb = mx.array(x[start:start + chunk_size]), mx.array(y[start:start + chunk_size].astype(np.int32))
-        logits = xb @ params["weight"] + params["bias"]  # (G, B, C)
-        c = [topk_correct(head_logits, yb) for head_logits in logits]
+        logits = head_logits(params, xb)  # (B, G, C)
+        c = [topk_correct(logits[:, g], yb) for g in range(logits.shape[1])]
         c1, c5 = mx.stack([a for a, _ in c]), mx.stack([b for _, b in c])
         mx.eval(c1, c5)
         correct1, correct5 = correct1 + np.array(c1), correct5 + np.array(c5)
