@@ -673,45 +673,70 @@ def validate(cfg: Config) -> Config:
 
     Raises ConfigError listing every problem. Returns cfg, changed in place.
     """
-    problems: list[str] = []
+    c = _Checks()
+    _check_experiment(cfg, c)
+    encoder = _check_model(cfg, c)
+    grid = _check_data(cfg, c, encoder)
+    _check_masking(cfg, c, grid)
+    _check_training(cfg, c)
+    _check_loss(cfg, c)
+    if c.problems:
+        raise ConfigError(c.problems)
+    return cfg
 
-    def check(ok: bool, message: str) -> bool:
+
+class _Checks:
+    """Collects one sentence per problem."""
+
+    def __init__(self):
+        self.problems: list[str] = []
+
+    def __call__(self, ok: bool, message: str) -> bool:
         if not ok:
-            problems.append(message)
+            self.problems.append(message)
         return ok
 
-    def check_range(key: str, pair, low_open: float, high: Optional[float]) -> bool:
+    def range(self, key: str, pair, low_open: float, high: Optional[float]) -> bool:
         a, b = pair
         within = a > low_open and b > low_open and (high is None or (a <= high and b <= high))
         bounds = f"in ({low_open:g}, {high:g}]" if high is not None else f"above {low_open:g}"
-        return check(within and a <= b, f"Config key '{key}' is {list(pair)}; give [min, max] with min <= max, both {bounds}.")
+        return self(within and a <= b, f"Config key '{key}' is {list(pair)}; give [min, max] with min <= max, both {bounds}.")
 
-    def choice(key: str, value: str, valid) -> Optional[str]:
-        normal = value.strip().lower()
+    def choice(self, key: str, value: str, valid) -> str:
+        """The normalised spelling of value, or value itself after recording the problem."""
         options = valid if isinstance(valid, dict) else {v: v for v in valid}
+        normal = value.strip().lower()
         if normal in options:
             return options[normal]
         close = difflib.get_close_matches(normal, list(options), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else "."
-        problems.append(f"Config key '{key}' is '{value}'; valid values are {', '.join(options)}{hint}")
-        return None
+        self.problems.append(f"Config key '{key}' is '{value}'; valid values are {', '.join(options)}{hint}")
+        return value
 
-    ex, m, d, mk, t, lo = cfg.experiment, cfg.model, cfg.data, cfg.masking, cfg.training, cfg.loss
 
+def _check_experiment(cfg: Config, check: _Checks) -> None:
+    ex = cfg.experiment
     check(bool(ex.name.strip()) and "/" not in ex.name and "\\" not in ex.name,
           f"Config key 'experiment.name' is '{ex.name}'; give a non-empty name without slashes (it names the run directory).")
     check(ex.seed >= 0, f"Config key 'experiment.seed' is {ex.seed}; use a seed >= 0.")
     check(bool(ex.output_dir.strip()), "Config key 'experiment.output_dir' is empty; give a directory such as runs.")
+    cfg.device = check.choice("device", cfg.device, DEVICES)
+    lg, ck, ev = cfg.logging, cfg.checkpoint, cfg.evaluation
+    check(lg.log_frequency >= 1, f"Config key 'logging.log_frequency' is {lg.log_frequency}; log every 1 or more steps.")
+    check(ck.keep_last_k >= 1, f"Config key 'checkpoint.keep_last_k' is {ck.keep_last_k}; keep at least 1 checkpoint.")
+    check(ck.save_frequency >= 1, f"Config key 'checkpoint.save_frequency' is {ck.save_frequency}; save every 1 or more epochs.")
+    check(ev.eval_frequency >= 0, f"Config key 'evaluation.eval_frequency' is {ev.eval_frequency}; use a number of epochs, or 0 for no k-NN during training.")
+    check(ev.knn_k >= 1, f"Config key 'evaluation.knn_k' is {ev.knn_k}; use at least 1 neighbour (commonly 20).")
 
-    device = choice("device", cfg.device, DEVICES)
-    cfg.device = device or cfg.device
 
-    # Encoder
+def _check_model(cfg: Config, check: _Checks) -> Optional[dict]:
+    """Returns the resolved encoder, or None when it cannot be resolved."""
+    m = cfg.model
     encoder = None
     try:
         encoder = resolve_encoder(cfg)
     except ConfigError as err:
-        problems.extend(err.problems)
+        check.problems.extend(err.problems)
     for key in ("embed_dim", "depth", "num_heads", "patch_size"):
         value = getattr(m, key)
         check(value is None or value >= 1, f"Config key 'model.{key}' is {value}; use a positive number or leave it unset to take it from model.encoder_type.")
@@ -719,18 +744,19 @@ def validate(cfg: Config) -> Config:
     if encoder:
         check(encoder["patch_size"] in PATCH_SIZES,
               f"Patch size {encoder['patch_size']} (model.patch_size or the patchN in model.encoder_type) is not supported; use one of {', '.join(map(str, PATCH_SIZES))}.")
-        check(encoder["embed_dim"] % encoder["num_heads"] == 0,
-              f"Config key 'model.embed_dim' ({encoder['embed_dim']}) is not divisible by model.num_heads ({encoder['num_heads']}); change one of them.")
+        if encoder["num_heads"] >= 1:
+            check(encoder["embed_dim"] % encoder["num_heads"] == 0,
+                  f"Config key 'model.embed_dim' ({encoder['embed_dim']}) is not divisible by model.num_heads ({encoder['num_heads']}); change one of them.")
     check(1 <= m.num_hierarchies <= MAX_HIERARCHIES,
           f"Config key 'model.num_hierarchies' is {m.num_hierarchies}; use 1 to {MAX_HIERARCHIES} (1 is plain I-JEPA).")
 
     p = m.predictor
     check(p.embed_dim >= 1 and p.depth >= 1, f"Config keys 'model.predictor.embed_dim' ({p.embed_dim}) and 'model.predictor.depth' ({p.depth}) must be positive.")
     check(p.mlp_ratio > 0, f"Config key 'model.predictor.mlp_ratio' is {p.mlp_ratio}; use a positive number such as 4.0.")
-    predictor_heads = p.num_heads if p.num_heads is not None else (encoder["num_heads"] if encoder else None)
-    if predictor_heads is not None and p.embed_dim >= 1:
-        check(predictor_heads >= 1 and p.embed_dim % predictor_heads == 0,
-              f"Config key 'model.predictor.embed_dim' ({p.embed_dim}) is not divisible by the predictor's {predictor_heads} heads"
+    heads = p.num_heads if p.num_heads is not None else (encoder["num_heads"] if encoder else None)
+    if heads is not None and p.embed_dim >= 1:
+        check(heads >= 1 and p.embed_dim % heads == 0,
+              f"Config key 'model.predictor.embed_dim' ({p.embed_dim}) is not divisible by the predictor's {heads} heads"
               f"{'' if p.num_heads else ' (model.predictor.num_heads unset: the encoder has that many)'}; set model.predictor.num_heads to a divisor.")
 
     te = m.target_encoder
@@ -738,22 +764,25 @@ def validate(cfg: Config) -> Config:
           f"Config keys 'model.target_encoder.ema_decay' ({te.ema_decay}) and 'ema_end_decay' ({te.ema_end_decay}) must satisfy 0 <= ema_decay <= ema_end_decay <= 1 (I-JEPA: 0.996 -> 1.0).")
     check(te.ema_anneal_end_step is None or te.ema_anneal_end_step >= 1,
           f"Config key 'model.target_encoder.ema_anneal_end_step' is {te.ema_anneal_end_step}; use a positive step count or leave it unset (anneal until the end of training).")
+    return encoder
 
-    # Data
+
+def _check_data(cfg: Config, check: _Checks, encoder: Optional[dict]) -> Optional[int]:
+    """Returns the side of the patch grid, or None when it is not known."""
+    d = cfg.data
     if d.use_multi_dataset:
         check(d.dataset is None, f"Config key 'data.dataset' ('{d.dataset}') is not used when data.use_multi_dataset is true; remove it and list the datasets in data.datasets.")
         if check(len(d.datasets) >= 1, "Config key 'data.datasets' is empty but data.use_multi_dataset is true; list entries like {name: cifar10, weight: 1.0}."):
             for i, entry in enumerate(d.datasets):
-                entry.name = choice(f"data.datasets[{i}].name", entry.name, DATASET_NAMES) or entry.name
+                entry.name = check.choice(f"data.datasets[{i}].name", entry.name, DATASET_NAMES)
                 check(entry.weight >= 0, f"Config key 'data.datasets[{i}].weight' is {entry.weight}; weights must be >= 0.")
             check(sum(max(e.weight, 0.0) for e in d.datasets) > 0, "Config key 'data.datasets' has weights that sum to 0; give at least one dataset a positive weight.")
-        strategy = choice("data.sampling_strategy", d.sampling_strategy, SAMPLING_STRATEGIES)
-        d.sampling_strategy = strategy or d.sampling_strategy
+        d.sampling_strategy = check.choice("data.sampling_strategy", d.sampling_strategy, SAMPLING_STRATEGIES)
         check(d.samples_per_epoch is None or d.sampling_strategy != "concat",
               "Config key 'data.samples_per_epoch' is not used with sampling_strategy 'concat' (every image once per epoch); remove it or use 'weighted'.")
     else:
         if check(d.dataset is not None, f"Config key 'data.dataset' is not set; name one of {', '.join(DATASET_NAMES)}, or set data.use_multi_dataset: true with data.datasets."):
-            d.dataset = choice("data.dataset", d.dataset, DATASET_NAMES) or d.dataset
+            d.dataset = check.choice("data.dataset", d.dataset, DATASET_NAMES)
         check(not d.datasets, "Config key 'data.datasets' is set but data.use_multi_dataset is false; set use_multi_dataset: true, or use data.dataset for one dataset.")
         check(d.sampling_strategy == DataConfig.sampling_strategy and d.samples_per_epoch is None,
               "Config keys 'data.sampling_strategy' and 'data.samples_per_epoch' only apply with data.use_multi_dataset: true; remove them.")
@@ -761,41 +790,48 @@ def validate(cfg: Config) -> Config:
     check(bool(d.data_path.strip()), "Config key 'data.data_path' is empty; give the directory that holds the data, e.g. ./data.")
     check(d.batch_size >= 1, f"Config key 'data.batch_size' is {d.batch_size}; use at least 1 (it is the batch per process).")
     check(d.num_workers >= 0, f"Config key 'data.num_workers' is {d.num_workers}; use 0 or more loader threads.")
-    grid = None
-    if encoder and check(d.image_size >= 1, f"Config key 'data.image_size' is {d.image_size}; use a positive size such as 224."):
-        patch = encoder["patch_size"]
-        if check(d.image_size % patch == 0,
+    check.range("data.transforms.crop_scale", d.transforms.crop_scale, 0.0, 1.0)
+    check(0.0 <= d.transforms.color_jitter <= 1.0,
+          f"Config key 'data.transforms.color_jitter' is {d.transforms.color_jitter}; use a strength in [0, 1] (0 turns it off, as in I-JEPA).")
+    if not check(d.image_size >= 1, f"Config key 'data.image_size' is {d.image_size}; use a positive size such as 224."):
+        return None
+    if not encoder or encoder["patch_size"] not in PATCH_SIZES:
+        return None
+    patch = encoder["patch_size"]
+    if not check(d.image_size % patch == 0,
                  f"Config key 'data.image_size' ({d.image_size}) is not divisible by the patch size {patch}; use a multiple such as {max(patch, d.image_size // patch * patch)}."):
-            grid = d.image_size // patch
-    tr = d.transforms
-    check_range("data.transforms.crop_scale", tr.crop_scale, 0.0, 1.0)
-    check(0.0 <= tr.color_jitter <= 1.0, f"Config key 'data.transforms.color_jitter' is {tr.color_jitter}; use a strength in [0, 1] (0 turns it off, as in I-JEPA).")
+        return None
+    return d.image_size // patch
 
-    # Masks
+
+def _check_masking(cfg: Config, check: _Checks, grid: Optional[int]) -> None:
+    mk, levels = cfg.masking, cfg.model.num_hierarchies
     check(mk.num_target_masks >= 1, f"Config key 'masking.num_target_masks' is {mk.num_target_masks}; use at least 1 (I-JEPA: 4).")
     check(mk.num_context_masks == 1, f"Config key 'masking.num_context_masks' is {mk.num_context_masks}; only one context block is implemented (I-JEPA multi-block), set it to 1.")
-    scales_ok = check_range("masking.mask_scale", mk.mask_scale, 0.0, 1.0)
-    aspects_ok = check_range("masking.aspect_ratio", mk.aspect_ratio, 0.0, None)
-    check_range("masking.context_scale", mk.context_scale, 0.0, 1.0)
+    blocks_ok = check.range("masking.mask_scale", mk.mask_scale, 0.0, 1.0) & check.range("masking.aspect_ratio", mk.aspect_ratio, 0.0, None)
+    check.range("masking.context_scale", mk.context_scale, 0.0, 1.0)
     check(mk.min_keep >= 1, f"Config key 'masking.min_keep' is {mk.min_keep}; use at least 1 context token (I-JEPA: 10).")
-    if grid is not None:
-        tokens = grid * grid
-        if scales_ok and aspects_ok:
-            largest = _largest_block_area(grid, mk.mask_scale[1], mk.aspect_ratio)
-            check(mk.min_keep <= tokens - largest,
-                  f"Config key 'masking.min_keep' ({mk.min_keep}) cannot be met on the {grid}x{grid} patch grid: a target block of up to {largest} patches "
-                  f"leaves at most {tokens - largest} context patches; lower min_keep or masking.mask_scale, or use more patches (larger image, smaller patch).")
-        levels = m.num_hierarchies
-        if 1 <= levels <= MAX_HIERARCHIES and check(2 ** (levels - 1) <= grid,
-                f"Config key 'model.num_hierarchies' ({levels}) is too many for a {grid}x{grid} patch grid: the coarsest level pools {2 ** (levels - 1)}x{2 ** (levels - 1)} windows; use at most {grid.bit_length()}."):
-            if scales_ok and aspects_ok and levels > 1:
-                side = _largest_block_side(grid, mk.mask_scale[1], mk.aspect_ratio)
-                window = 2 ** (levels - 1)
-                check(side >= window,
-                      f"Config key 'model.num_hierarchies' ({levels}): the coarsest level pools {window}x{window} windows but a target block is at most about {side}x{side} patches "
-                      f"(masking.mask_scale max {mk.mask_scale[1]} of a {grid}x{grid} grid), so that level would never have a window to predict; lower num_hierarchies or raise masking.mask_scale.")
+    if grid is None:
+        return
+    tokens = grid * grid
+    if blocks_ok:
+        largest = _largest_block_area(grid, mk.mask_scale[1], mk.aspect_ratio)
+        check(mk.min_keep <= tokens - largest,
+              f"Config key 'masking.min_keep' ({mk.min_keep}) cannot be met on the {grid}x{grid} patch grid: a target block of up to {largest} patches "
+              f"leaves at most {tokens - largest} context patches; lower min_keep or masking.mask_scale, or use more patches (larger image, smaller patch).")
+    if not 2 <= levels <= MAX_HIERARCHIES:
+        return
+    window = 2 ** (levels - 1)
+    if check(window <= grid,
+             f"Config key 'model.num_hierarchies' ({levels}) is too many for a {grid}x{grid} patch grid: the coarsest level pools {window}x{window} windows; use at most {grid.bit_length()}.") and blocks_ok:
+        side = _largest_block_side(grid, mk.mask_scale[1], mk.aspect_ratio)
+        check(side >= window,
+              f"Config key 'model.num_hierarchies' ({levels}): the coarsest level pools {window}x{window} windows but a target block is at most about {side}x{side} patches "
+              f"(masking.mask_scale max {mk.mask_scale[1]} of a {grid}x{grid} grid), so that level would never have a window to predict; lower num_hierarchies or raise masking.mask_scale.")
 
-    # Optimisation
+
+def _check_training(cfg: Config, check: _Checks) -> None:
+    t = cfg.training
     check(t.epochs >= 1, f"Config key 'training.epochs' is {t.epochs}; use at least 1.")
     check(t.epochs < 1 or 0 <= t.warmup_epochs <= t.epochs, f"Config key 'training.warmup_epochs' is {t.warmup_epochs}; use 0 to training.epochs ({t.epochs}).")
     if check(t.optimizer.strip().lower() == "adamw",
@@ -805,23 +841,26 @@ def validate(cfg: Config) -> Config:
     check(t.weight_decay >= 0 and t.weight_decay_end >= 0,
           f"Config keys 'training.weight_decay' ({t.weight_decay}) and 'training.weight_decay_end' ({t.weight_decay_end}) must be >= 0.")
     check(all(0.0 <= b < 1.0 for b in t.betas), f"Config key 'training.betas' is {list(t.betas)}; both must be in [0, 1), e.g. [0.9, 0.999].")
-    t.lr_schedule = choice("training.lr_schedule", t.lr_schedule, LR_SCHEDULES) or t.lr_schedule
+    t.lr_schedule = check.choice("training.lr_schedule", t.lr_schedule, LR_SCHEDULES)
     check(0.0 <= t.min_lr_ratio <= 1.0, f"Config key 'training.min_lr_ratio' is {t.min_lr_ratio}; use a fraction of training.lr in [0, 1].")
     check(0.0 <= t.warmup_lr_ratio <= 1.0, f"Config key 'training.warmup_lr_ratio' is {t.warmup_lr_ratio}; use a fraction of training.lr in [0, 1].")
     check(t.accumulation_steps >= 1, f"Config key 'training.accumulation_steps' is {t.accumulation_steps}; use at least 1 (1 means no accumulation).")
     if t.clip_grad == 0:
         t.clip_grad = None  # the PyTorch project's "0 = no clipping"
     check(t.clip_grad is None or t.clip_grad > 0, f"Config key 'training.clip_grad' is {t.clip_grad}; use a positive max gradient norm, or null for no clipping.")
-    t.lr_scaling = choice("training.lr_scaling", t.lr_scaling, LR_SCALINGS) or t.lr_scaling
+    t.lr_scaling = check.choice("training.lr_scaling", t.lr_scaling, LR_SCALINGS)
 
-    # Loss
-    lo.type = choice("loss.type", lo.type, LOSS_TYPES) or lo.type
-    if lo.hierarchy_weights is None and 1 <= m.num_hierarchies <= MAX_HIERARCHIES:
-        lo.hierarchy_weights = [0.5**level for level in range(m.num_hierarchies)]
+
+def _check_loss(cfg: Config, check: _Checks) -> None:
+    lo, levels = cfg.loss, cfg.model.num_hierarchies
+    lo.type = check.choice("loss.type", lo.type, LOSS_TYPES)
+    if lo.hierarchy_weights is None and 1 <= levels <= MAX_HIERARCHIES:
+        lo.hierarchy_weights = [0.5**level for level in range(levels)]
     if lo.hierarchy_weights is not None:
         weights = lo.hierarchy_weights
-        check(len(weights) == m.num_hierarchies,
-              f"Config key 'loss.hierarchy_weights' has {len(weights)} weights but model.num_hierarchies is {m.num_hierarchies}; give one weight per level (finest first), e.g. {[0.5**level for level in range(max(1, min(m.num_hierarchies, MAX_HIERARCHIES)))]}.")
+        example = [0.5**level for level in range(max(1, min(levels, MAX_HIERARCHIES)))]
+        check(len(weights) == levels,
+              f"Config key 'loss.hierarchy_weights' has {len(weights)} weights but model.num_hierarchies is {levels}; give one weight per level (finest first), e.g. {example}.")
         check(all(w >= 0 for w in weights) and sum(weights) > 0,
               f"Config key 'loss.hierarchy_weights' is {weights}; weights must be >= 0 with a positive sum.")
     check(not lo.normalize_embeddings,
@@ -830,17 +869,6 @@ def validate(cfg: Config) -> Config:
     v = lo.vicreg
     check(v.sim_coeff > 0 and v.std_coeff >= 0 and v.cov_coeff >= 0,
           f"Config keys 'loss.vicreg.*' are sim_coeff {v.sim_coeff}, std_coeff {v.std_coeff}, cov_coeff {v.cov_coeff}; use sim_coeff > 0 and the others >= 0 (VICReg: 25, 25, 1).")
-
-    # Logging, checkpoints, evaluation
-    check(cfg.logging.log_frequency >= 1, f"Config key 'logging.log_frequency' is {cfg.logging.log_frequency}; log every 1 or more steps.")
-    check(cfg.checkpoint.keep_last_k >= 1, f"Config key 'checkpoint.keep_last_k' is {cfg.checkpoint.keep_last_k}; keep at least 1 checkpoint.")
-    check(cfg.checkpoint.save_frequency >= 1, f"Config key 'checkpoint.save_frequency' is {cfg.checkpoint.save_frequency}; save every 1 or more epochs.")
-    check(cfg.evaluation.eval_frequency >= 0, f"Config key 'evaluation.eval_frequency' is {cfg.evaluation.eval_frequency}; use a number of epochs, or 0 for no k-NN during training.")
-    check(cfg.evaluation.knn_k >= 1, f"Config key 'evaluation.knn_k' is {cfg.evaluation.knn_k}; use at least 1 neighbour (commonly 20).")
-
-    if problems:
-        raise ConfigError(problems)
-    return cfg
 
 
 def _block_hw(grid: int, scale: float, aspect: float) -> tuple[int, int]:

@@ -274,6 +274,14 @@ def test_bad_value_names_the_key_and_the_fix(raw, key, fix):
     assert any(key in p and fix in p for p in problems), problems
 
 
+@pytest.mark.parametrize("override", [
+    "model.num_heads=0", "model.predictor.num_heads=0", "model.patch_size=0", "model.embed_dim=-8", "data.image_size=0",
+    "model.num_hierarchies=-1", "masking.mask_scale=[0, 0]", "masking.aspect_ratio=[-1, 2]", "training.betas=[0.9, 0.999, 0.5]",
+])
+def test_degenerate_values_are_errors_not_crashes(override):
+    assert problems_of(MINIMAL, [override])
+
+
 def test_hierarchy_too_deep_for_224_16():
     (problem,) = problems_of({"data": {"dataset": "imagenet100"}, "model": {"num_hierarchies": 4}})
     assert "8x8 windows" in problem and "14x14 grid" in problem
