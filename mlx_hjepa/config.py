@@ -282,8 +282,6 @@ def load_config(source: Union[str, Path, dict, None] = None, overrides: typing.I
         path, value = _parse_override(item)
         _set_path(raw, RENAMED_KEYS.get(path, path), value)
     raw = _map_legacy_keys(raw, problems)  # legacy keys given with --set
-    if problems:
-        raise ConfigError(problems)
     cfg = _build(Config, raw, "", problems)
     if problems:
         raise ConfigError(problems)
@@ -348,7 +346,7 @@ def _parse_override(item: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
-        raise ConfigError(f"Override '{item}': the value is not a YAML scalar or list; quote it, e.g. {key}='\"{text}\"'.") from None
+        raise ConfigError(f"Override '{item}': the value is not valid YAML; put it in quotes if it is text.") from None
     return key, value
 
 
@@ -456,6 +454,8 @@ def _same_value(value, honoured) -> bool:
 
 
 def _build(cls, raw, path: str, problems: list[str]):
+    if raw is None:  # a section whose keys are all commented out
+        raw = {}
     if not isinstance(raw, dict):
         problems.append(f"Config key '{path}' must be a section of keys ({', '.join(f.name for f in dataclasses.fields(cls))}), got {raw!r}.")
         return None
