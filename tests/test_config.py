@@ -301,6 +301,13 @@ def test_wrong_types_are_errors(raw, words):
         assert any(word in p for p in problems), problems
 
 
+def test_a_section_with_every_key_commented_out_takes_the_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  dataset: synthetic\nlogging:\n  # use_tensorboard: true\ncheckpoint:\n")
+    cfg = load_config(path)
+    assert cfg.logging.log_frequency == 50 and cfg.checkpoint.keep_last_k == 3
+
+
 def test_file_errors_are_config_errors(tmp_path):
     assert "does not exist" in problems_of(tmp_path / "missing.yaml")[0]
     (tmp_path / "bad.yaml").write_text("model: [unclosed\n")
