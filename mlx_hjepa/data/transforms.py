@@ -138,7 +138,8 @@ class JEPATransform:
 
     def __repr__(self):
         return (f"JEPATransform(image_size={self.image_size}, crop_scale={self.crop_scale}, "
-                f"color_jitter={self.color_jitter}, horizontal_flip={self.horizontal_flip})")
+                f"crop_ratio={self.crop_ratio}, color_jitter={self.color_jitter}, "
+                f"horizontal_flip={self.horizontal_flip})")
 
     def _crop_and_flip(self, sample, rng):
         image = _as_rgb(sample[IMAGE_KEY])
