@@ -41,7 +41,7 @@ ENCODER_PRESETS = {
 DEVICES = {"auto": "auto", "gpu": "gpu", "cpu": "cpu", "mps": "gpu", "cuda": "gpu", "metal": "gpu"}
 # Spellings accepted -> the one stored (huber with delta 1 is smooth-L1 with beta 1).
 LOSS_TYPES = {"smooth_l1": "smooth_l1", "smoothl1": "smooth_l1", "huber": "smooth_l1", "mse": "mse", "l2": "mse"}
-LR_SCHEDULES = ("cosine",)
+LR_SCHEDULES = ("cosine", "linear", "constant")
 LR_SCALINGS = ("none", "linear")
 
 
@@ -863,9 +863,6 @@ def _check_loss(cfg: Config, check: _Checks) -> None:
               f"Config key 'loss.hierarchy_weights' has {len(weights)} weights but model.num_hierarchies is {levels}; give one weight per level (finest first), e.g. {example}.")
         check(all(w >= 0 for w in weights) and sum(weights) > 0,
               f"Config key 'loss.hierarchy_weights' is {weights}; weights must be >= 0 with a positive sum.")
-    check(not lo.normalize_embeddings,
-          "Config key 'loss.normalize_embeddings: true' cannot be honoured: targets are always layer-normed per token as in I-JEPA, "
-          "and L2-normalising predictions and targets is not implemented. Set it to false or remove it.")
     v = lo.vicreg
     check(v.sim_coeff > 0 and v.std_coeff >= 0 and v.cov_coeff >= 0,
           f"Config keys 'loss.vicreg.*' are sim_coeff {v.sim_coeff}, std_coeff {v.std_coeff}, cov_coeff {v.cov_coeff}; use sim_coeff > 0 and the others >= 0 (VICReg: 25, 25, 1).")
