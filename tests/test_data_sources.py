@@ -80,7 +80,8 @@ def test_imagenet100_classes_labels_and_conversions(imagenet_root):
 
 def test_unreadable_file_is_replaced_and_counted(imagenet_root):
     root, _ = imagenet_root
-    ds = ImageNetDataset(root, "train", transform=JEPAEvalTransform(32))
+    with pytest.warns(UserWarning, match="1 of 4 classes have no images"):
+        ds = ImageNetDataset(root, "train", transform=JEPAEvalTransform(32))
     assert ds.num_classes == 4  # every sub-folder, the empty one included
     with pytest.warns(UserWarning, match="unreadable"):
         batches = list(build_dataloader(ds, batch_size=4, num_workers=2, shuffle=False, drop_last=False))
