@@ -16,22 +16,9 @@ import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mlx_hjepa.masks import MultiBlockMaskSampler  # noqa: E402
-from mlx_hjepa.models import build_hjepa, transformer_flops  # noqa: E402
+from mlx_hjepa.models import build_hjepa, step_flops  # noqa: E402
 from mlx_hjepa.train.schedules import Schedules  # noqa: E402
 from mlx_hjepa.train.step import StepOptions, TrainStep  # noqa: E402
-
-
-def step_flops(model, masks):
-    """Analytic FLOPs per image: target forward on all tokens, context and predictor forward + backward (x3)."""
-    enc, pred = model.encoder, model.predictor
-    N = enc.num_patches
-    Kc = masks["context"].shape[1]
-    M, Kt = masks["targets"].shape[1:]
-    pdim = pred.predictor_embed.weight.shape[0]
-    target = transformer_flops(N, enc.embed_dim, enc.depth, enc.mlp_ratio) + 2 * N * enc.patch_size**2 * 3 * enc.embed_dim
-    context = transformer_flops(Kc, enc.embed_dim, enc.depth, enc.mlp_ratio) + 2 * N * enc.patch_size**2 * 3 * enc.embed_dim
-    predictor = M * transformer_flops(Kc + Kt, pdim, len(pred.blocks), 4.0)
-    return target + 3 * (context + predictor)
 
 
 def bench(name, img_size, batch, steps, warmup):
@@ -53,7 +40,7 @@ def bench(name, img_size, batch, steps, warmup):
     mx.synchronize()
     elapsed = time.perf_counter() - start
     ips = batch * steps / elapsed
-    flops = step_flops(model, masks)
+    flops = step_flops(model, masks["context"].shape[1], *masks["targets"].shape[1:])
     return [name, img_size, batch, f"{ips:.2f}", f"{elapsed / steps * 1000:.0f}",
             f"{mx.get_peak_memory() / 2**30:.2f}", f"{flops / 1e9:.2f}", f"{flops * ips / 1e9:.1f}"]
 

@@ -78,14 +78,24 @@ def level_predictions(predictions, masks, level):
     return (members * w[..., None].astype(members.dtype)).sum(axis=3)
 
 
-def hierarchical_loss(predictions, target_tokens, masks, heads, grid, weights, loss_type="smooth_l1"):
-    """Weighted sum over levels of the mean per-position loss. Returns (total, [loss per level])."""
+def l2_normalize(x, eps=1e-6):
+    return x * mx.rsqrt((x * x).sum(axis=-1, keepdims=True) + eps)
+
+
+def hierarchical_loss(predictions, target_tokens, masks, heads, grid, weights, loss_type="smooth_l1",
+                      normalize=False):
+    """Weighted sum over levels of the mean per-position loss. Returns (total, [loss per level]).
+
+    normalize=True L2-normalises every prediction and target vector before the loss
+    (the `loss.normalize_embeddings` key)."""
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"Unknown loss type '{loss_type}'; choose from {LOSS_TYPES}.")
     total, per_level = 0.0, []
     for level, (head, weight) in enumerate(zip(heads, weights)):
         pred = head(level_predictions(predictions, masks, level))
         target = level_targets(target_tokens, masks, grid, level).astype(pred.dtype)
+        if normalize:
+            pred, target = l2_normalize(pred), l2_normalize(target)
         per_position = elementwise_loss(pred, target, loss_type).mean(axis=-1).astype(mx.float32)
         if level == 0:
             loss = per_position.mean()

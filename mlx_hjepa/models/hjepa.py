@@ -56,3 +56,18 @@ def build_hjepa(encoder_name="vit_small", img_size=224, patch_size=None, num_hie
     encoder = build_encoder(encoder_name, img_size=img_size, patch_size=patch_size, act=act, **encoder_overrides)
     heads = predictor_heads or max(1, predictor_dim // 64)
     return HJEPA(encoder, predictor_dim, predictor_depth, heads, predictor_mlp_ratio, num_hierarchies)
+
+
+def step_flops(model: HJEPA, num_context, num_targets, target_len):
+    """Analytic FLOPs per image of one training step: target forward on every patch, context
+    encoder and predictor forward + backward (3x forward)."""
+    from .vit import transformer_flops
+
+    enc, pred = model.encoder, model.predictor
+    patchify = 2 * enc.num_patches * enc.patch_size**2 * 3 * enc.embed_dim
+    width = pred.predictor_embed.weight.shape[0]
+    mlp_ratio = pred.blocks[0].mlp.fc1.weight.shape[0] / width if pred.blocks else 4.0
+    target = patchify + transformer_flops(enc.num_patches, enc.embed_dim, enc.depth, enc.mlp_ratio)
+    context = patchify + transformer_flops(num_context, enc.embed_dim, enc.depth, enc.mlp_ratio)
+    predictor = num_targets * transformer_flops(num_context + target_len, width, len(pred.blocks), mlp_ratio)
+    return target + 3 * (context + predictor)

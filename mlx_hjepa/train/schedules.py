@@ -18,16 +18,23 @@ class Schedules:
     ema_start: float
     ema_end: float
     ema_steps: int
+    lr_decay: str = "cosine"  # after warmup: cosine | linear | constant
 
     def learning_rate(self, step):
-        """Linear warmup warmup_lr -> lr over warmup_steps, then cosine lr -> min_lr until total_steps."""
+        """Linear warmup warmup_lr -> lr over warmup_steps, then lr -> min_lr (cosine, linear or
+        constant at lr) until total_steps."""
         step = step.astype(mx.float32)
         warm = max(self.warmup_steps, 1)
         warmup = self.warmup_lr + (self.lr - self.warmup_lr) * mx.minimum(step / warm, 1.0)
         decay_steps = max(self.total_steps - self.warmup_steps, 1)
         t = mx.clip((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
-        cosine = self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + mx.cos(math.pi * t))
-        return mx.where(step < self.warmup_steps, warmup, cosine)
+        if self.lr_decay == "cosine":
+            decayed = self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + mx.cos(math.pi * t))
+        elif self.lr_decay == "linear":
+            decayed = self.lr + (self.min_lr - self.lr) * t
+        else:
+            decayed = mx.full(t.shape, self.lr)
+        return mx.where(step < self.warmup_steps, warmup, decayed)
 
     def weight_decay_at(self, step):
         """Cosine weight_decay -> weight_decay_end over the whole run."""

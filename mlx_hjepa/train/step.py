@@ -25,6 +25,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class StepOptions:
     hierarchy_weights: tuple = (1.0, 0.5, 0.25)
     loss_type: str = "smooth_l1"
+    normalize_embeddings: bool = False  # L2-normalise predictions and targets before the loss
     variance_weight: float = 0.0  # VICReg variance term on pooled context features (0 = off)
     covariance_weight: float = 0.0
     clip_grad: float = 0.0  # global-norm clip; 0 = off
@@ -84,7 +85,7 @@ class TrainStep:
         context = model.encoder(x, masks["context"])
         predictions = model.predictor(context, masks["context"], masks["targets"])
         loss, per_level = hierarchical_loss(predictions, target_tokens, masks, model.heads, model.grid_size,
-                                            opts.hierarchy_weights, opts.loss_type)
+                                            opts.hierarchy_weights, opts.loss_type, opts.normalize_embeddings)
         if opts.variance_weight or opts.covariance_weight:
             variance, covariance = variance_covariance(context.mean(axis=1))
             loss = loss + opts.variance_weight * variance + opts.covariance_weight * covariance
@@ -139,7 +140,7 @@ class TrainStep:
 
     def __call__(self, images, masks):
         images = mx.array(images) if not isinstance(images, mx.array) else images
-        masks = {k: mx.array(v) for k, v in masks.items() if k != "target_boxes"}
+        masks = {k: mx.array(v) for k, v in masks.items() if not k.endswith("_boxes")}
         if self.options.accumulation_steps == 1:
             return self._fused(images, masks)
         metrics = self._accumulate(images, masks)

@@ -1,0 +1,100 @@
+"""python -m mlx_hjepa.train CONFIG [--set key.path=value ...] [--resume auto|RUN_DIR] [--output-dir DIR] [--dry-run]"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import config as C
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m mlx_hjepa.train", description="H-JEPA pretraining of a ViT in MLX.")
+    ap.add_argument("config", nargs="?", help="YAML config (configs/quickstart.yaml); optional with --resume RUN_DIR")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key, e.g. --set training.lr=5e-4 (repeatable)")
+    ap.add_argument("--resume", metavar="auto|RUN_DIR",
+                    help="auto: continue the run directory's latest checkpoint if there is one; RUN_DIR: continue "
+                         "that run with its own config.yaml")
+    ap.add_argument("--output-dir", help="parent of the run directory (overrides experiment.output_dir)")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="print the resolved config, model size, data mix and steps per epoch, then exit")
+    ap.add_argument("--stop-at-step", type=int, metavar="N",
+                    help="checkpoint and stop once the run reaches optimizer step N (continue with --resume auto)")
+    return ap.parse_args(argv)
+
+
+def load(args):
+    overrides = list(args.overrides)
+    run_dir = None
+    if args.resume not in (None, "auto"):
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise C.ConfigError(f"--resume {run_dir}: no config.yaml there; pass a run directory written by "
+                                "mlx_hjepa.train, or use --resume auto with the config.")
+        source = args.config or run_dir / "config.yaml"
+    elif args.config is None:
+        raise C.ConfigError("no config given; pass a YAML file, e.g. python -m mlx_hjepa.train configs/quickstart.yaml.")
+    else:
+        source = args.config
+    if args.output_dir:
+        overrides.append(f"experiment.output_dir={args.output_dir}")
+    return C.load_config(source, overrides), run_dir
+
+
+def dry_run(cfg, world_size=1):
+    from ..models import step_flops
+    from .builders import build_mask_sampler, build_model, build_train_dataset
+
+    from mlx.utils import tree_flatten
+
+    model = build_model(cfg)
+    sampler = build_mask_sampler(cfg, model)
+    masks = sampler(cfg.data.batch_size, 0, 0)
+    n_enc = sum(v.size for _, v in tree_flatten(model.encoder.parameters()))
+    n_train = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
+    flops = step_flops(model, masks["context"].shape[1], *masks["targets"].shape[1:])
+    print(C.config_to_yaml(cfg))
+    print(f"encoder: {n_enc / 1e6:.2f}M parameters, {model.grid_size[0]}x{model.grid_size[1]} patches; "
+          f"trainable (encoder + predictor + heads): {n_train / 1e6:.2f}M")
+    print(f"train step: {flops / 1e9:.2f} GFLOP per image (context {masks['context'].shape[1]} tokens, "
+          f"{masks['targets'].shape[1]} targets of {masks['targets'].shape[2]})")
+    dataset = build_train_dataset(cfg)
+    if hasattr(dataset, "get_dataset_stats"):
+        for name, s in dataset.get_dataset_stats().items():
+            print(f"data: {name}: {s['size']} images, weight {s['weight']:.3f}, "
+                  f"{s['expected_samples_per_epoch']} expected per epoch")
+    else:
+        print(f"data: {dataset.name}: {len(dataset)} images")
+    global_batch = cfg.data.batch_size * cfg.training.accumulation_steps * world_size
+    steps = dataset.samples_per_epoch // (cfg.data.batch_size * world_size) // cfg.training.accumulation_steps
+    print(f"steps per epoch: {steps} (global batch {global_batch}), total {steps * cfg.training.epochs}")
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg, run_dir = load(args)
+        import mlx_hjepa  # noqa: F401  (fast BLAS before mlx.core)
+        from ..distributed import init_distributed
+        from .trainer import Trainer, TrainingError
+
+        world = init_distributed()
+        if args.dry_run:
+            dry_run(cfg, world.size() if world else 1)
+            return 0
+        trainer = Trainer(cfg, run_dir=run_dir, resume=args.resume is not None, stop_at_step=args.stop_at_step,
+                          world=world)
+        summary = trainer.fit()
+    except (C.ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except TrainingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if summary.get("finished"):
+        print(f"done: run directory {summary['run_dir']}; encoder {summary.get('encoder')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

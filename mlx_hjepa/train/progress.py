@@ -1,0 +1,45 @@
+"""Rank-0 progress: a rich bar on a terminal, plain log lines otherwise."""
+
+import sys
+
+import mlx.core as mx
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+
+
+def describe(record):
+    levels = " ".join(f"{record[k]:.4f}" for k in sorted(record) if k.startswith("loss_level"))
+    return (f"epoch {record['epoch']} step {record['step']} loss {record['loss']:.4f} [{levels}] "
+            f"lr {record['lr']:.2e} {record['img_per_s']:.1f} img/s mem {record['peak_memory_gb']:.2f} GB "
+            f"rank {record['effective_rank']:.1f}")
+
+
+class Progress:
+    def __init__(self, total, start, enabled=True, log=print):
+        self.enabled, self.log = enabled, log
+        self.bar = None
+        if enabled and sys.stdout.isatty():
+            self.bar = RichProgress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
+            self.task = self.bar.add_task("train", total=total, completed=start, info="")
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.stop()
+
+    def update(self, step, loss, lr):
+        if self.bar:
+            mem = mx.get_peak_memory() / 2**30
+            self.bar.update(self.task, completed=step, info=f"loss {loss:.4f} lr {lr:.2e} mem {mem:.2f} GB")
+
+    def describe(self, record):
+        if not self.enabled:
+            return
+        if self.bar:
+            self.bar.console.log(describe(record))
+        else:
+            self.log(describe(record))

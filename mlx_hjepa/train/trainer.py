@@ -1,0 +1,328 @@
+"""The training loop: data and masks -> compiled step -> logging, checkpoints, eval, export.
+
+Host work for batch b+1 (decode, crop, masks) overlaps the device's step b: the step is
+dispatched with `mx.async_eval` and its loss is read only after the next batch is ready.
+"""
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from .. import config as C
+from ..objective import effective_rank
+from . import builders
+from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .progress import Progress
+from .step import TrainStep
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class TrainingError(RuntimeError):
+    """Stops a run with one sentence for the user (the CLI prints it without a traceback)."""
+
+
+class Stopped(Exception):
+    """SIGTERM / Ctrl-C: checkpoint where we are, then leave."""
+
+
+def run_dir_of(cfg):
+    return Path(cfg.experiment.output_dir) / cfg.experiment.name
+
+
+def select_device(cfg):
+    if cfg.device == "cpu":
+        mx.set_default_device(mx.cpu)
+    elif cfg.device == "gpu":
+        if not mx.is_available(mx.gpu):
+            raise TrainingError("device is 'gpu' (mps/cuda) but this MLX build has no GPU backend; "
+                                "set device: cpu or auto.")
+        mx.set_default_device(mx.gpu)
+    if cfg.training.use_amp and mx.default_device() == mx.cpu:
+        warnings.warn("training.use_amp (bf16) on MLX's CPU backend is 6-9x slower than fp32; "
+                      "set training.use_amp: false for CPU runs.", stacklevel=2)
+
+
+class Trainer:
+    def __init__(self, cfg, run_dir=None, resume=False, stop_at_step=None, log=print, world=None):
+        self.cfg, self.log, self.stop_at_step = cfg, log, stop_at_step
+        self.group = world
+        self.world_size = world.size() if world is not None else 1
+        self.rank = world.rank() if world is not None else 0
+        self.is_main = self.rank == 0
+        self.run_dir = Path(run_dir) if run_dir else run_dir_of(cfg)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.resume_from = latest_checkpoint(self.ckpt_dir) if self.ckpt_dir.is_dir() else None
+        if self.resume_from is not None and not resume:
+            raise TrainingError(f"{self.run_dir} already holds a run; pass --resume auto to continue it, or set "
+                                "experiment.name (or --output-dir) for a new one.")
+        select_device(cfg)
+
+        self.model = builders.build_model(cfg)
+        self.sampler = builders.build_mask_sampler(cfg, self.model)
+        self.dataset = builders.build_train_dataset(cfg)
+        from ..data import build_dataloader
+
+        self.loader = build_dataloader(self.dataset, cfg.data.batch_size, num_workers=cfg.data.num_workers,
+                                       shuffle=True, drop_last=True, seed=cfg.experiment.seed,
+                                       world_size=self.world_size, rank=self.rank)
+        A = cfg.training.accumulation_steps
+        self.steps_per_epoch = len(self.loader) // A
+        if self.steps_per_epoch == 0:
+            raise TrainingError(f"one epoch has {len(self.loader)} batches, fewer than training.accumulation_steps "
+                                f"({A}); lower accumulation_steps or data.batch_size.")
+        self.batches_per_epoch = self.steps_per_epoch * A
+        self.total_steps = cfg.training.epochs * self.steps_per_epoch
+        self.schedules = builders.build_schedules(cfg, self.steps_per_epoch, self.world_size)
+        self.step = TrainStep(self.model, self.schedules, builders.build_step_options(cfg), group=world)
+        self.metrics_path = self.run_dir / METRICS_FILE
+        self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
+        self.eval_history = []
+
+    # -- bookkeeping --------------------------------------------------------------------
+    def _trainer_state(self):
+        return {"epoch": self.epoch, "batch": self.batch_in_epoch, "step": self.global_step,
+                "world_size": self.world_size, "global_batch": self.global_batch,
+                "eval_history": self.eval_history}
+
+    @property
+    def global_batch(self):
+        return self.cfg.data.batch_size * self.cfg.training.accumulation_steps * self.world_size
+
+    def _checkpoint_name(self):
+        return f"step_{self.global_step:08d}"
+
+    def save(self):
+        if not self.is_main:
+            return None
+        folder = save_checkpoint(self.ckpt_dir, self._checkpoint_name(), self.model, self.step.optimizer.state,
+                                 self._trainer_state())
+        self._prune()
+        return folder
+
+    def _prune(self):
+        """Keep the latest checkpoint and the last keep_last_k taken at save_frequency epochs."""
+        keep = {self._checkpoint_name()}
+        every, k = self.cfg.checkpoint.save_frequency, self.cfg.checkpoint.keep_last_k
+        periodic = sorted(s * self.steps_per_epoch for s in range(every, self.cfg.training.epochs + 1, every)
+                          if s * self.steps_per_epoch <= self.global_step)
+        keep |= {f"step_{s:08d}" for s in periodic[-k:]} if k > 0 else set()
+        prune_checkpoints(self.ckpt_dir, keep)
+
+    def _restore(self):
+        state = load_checkpoint(self.resume_from, self.model, self.step.optimizer)
+        if state["world_size"] != self.world_size:
+            raise TrainingError(f"{self.resume_from} was written by {state['world_size']} processes and this run has "
+                                f"{self.world_size}; resume with the same number of processes (mlx.launch -n "
+                                f"{state['world_size']}) so the data order and global batch stay the same.")
+        self.epoch, self.batch_in_epoch, self.global_step = state["epoch"], state["batch"], state["step"]
+        self.eval_history = state.get("eval_history", [])
+        self.step.micro_step = self.batch_in_epoch
+        self._truncate_metrics(self.global_step)
+        self.log(f"resumed from {self.resume_from} (epoch {self.epoch}, step {self.global_step})")
+
+    def _truncate_metrics(self, step):
+        """Drop lines logged after the checkpoint: they will be logged again, identically."""
+        if not self.metrics_path.is_file():
+            return
+        kept = [line for line in self.metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        tmp = self.metrics_path.with_name(f".{METRICS_FILE}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.metrics_path)
+
+    def _write_metrics(self, record):
+        if self.is_main:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # -- run ----------------------------------------------------------------------------
+    def prepare_run_dir(self):
+        if not self.is_main:
+            return
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        resolved = C.config_to_dict(self.cfg)
+        resolved["distributed"] = {"world_size": self.world_size, "global_batch": self.global_batch}
+        text = C.config_to_yaml(self.cfg) + f"# world_size: {self.world_size}, global batch: {self.global_batch}\n"
+        tmp = self.run_dir / ".config.yaml.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, self.run_dir / "config.yaml")
+
+    def fit(self):
+        self.prepare_run_dir()
+        if self.resume_from is not None:
+            self._restore()
+        self.log(f"run directory: {self.run_dir}")
+        self.log(f"{len(self.dataset)} images, {self.steps_per_epoch} steps/epoch x {self.cfg.training.epochs} "
+                 f"epochs, batch {self.cfg.data.batch_size} per process x {self.world_size} process(es) x "
+                 f"{self.cfg.training.accumulation_steps} accumulation = global batch {self.global_batch}")
+        previous = signal.signal(signal.SIGTERM, _raise_stopped) if self.is_main else None
+        progress = Progress(self.total_steps, self.global_step, enabled=self.is_main, log=self.log)
+        try:
+            with progress:
+                finished = self._train(progress)
+        except (Stopped, KeyboardInterrupt):
+            folder = self.save()
+            raise TrainingError(f"stopped at step {self.global_step}; checkpoint {folder}; continue with "
+                                "--resume auto.") from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        if not finished:
+            folder = self.save()
+            self.log(f"stopped at step {self.global_step} (--stop-at-step); checkpoint {folder}; "
+                     "continue with --resume auto")
+            return {"finished": False, "step": self.global_step, "checkpoint": str(folder)}
+        return self._finish()
+
+    def _train(self, progress):
+        cfg = self.cfg
+        B, A = cfg.data.batch_size, cfg.training.accumulation_steps
+        log_every = cfg.logging.log_frequency
+        window = Window(self.dataset_names())
+        while self.epoch < cfg.training.epochs:
+            batches = self.loader.epoch_iter(self.epoch, self.batch_in_epoch)
+            pending = None
+            t_wait = time.perf_counter()
+            try:
+                for b in range(self.batch_in_epoch, self.batches_per_epoch):
+                    batch = next(batches)
+                    masks = self.sampler(B, self.epoch, b)
+                    window.data_wait += time.perf_counter() - t_wait
+                    if pending is not None:
+                        self._finish_micro_step(*pending, window, progress, log_every)
+                        if self._should_stop():
+                            return False
+                    out = self.step(batch["image"], masks)
+                    mx.async_eval(out)
+                    pending = (out, batch, (b + 1) % A == 0)
+                    self.batch_in_epoch = b + 1
+                    t_wait = time.perf_counter()
+                if pending is not None:
+                    self._finish_micro_step(*pending, window, progress, log_every)
+            finally:
+                batches.close()
+            if self._should_stop():
+                return False
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            self.save()
+            if cfg.evaluation.eval_frequency > 0 and self.epoch % cfg.evaluation.eval_frequency == 0 \
+                    and self.epoch < cfg.training.epochs:
+                self._evaluate(progress)
+        return True
+
+    def _should_stop(self):
+        return self.stop_at_step is not None and self.global_step >= self.stop_at_step and \
+            self.batch_in_epoch % self.cfg.training.accumulation_steps == 0
+
+    def _finish_micro_step(self, out, batch, completes_update, window, progress, log_every):
+        loss = out["loss"].item()
+        if not math.isfinite(loss):
+            last = latest_checkpoint(self.ckpt_dir) if self.ckpt_dir.is_dir() else None
+            where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+            raise TrainingError(f"loss became {loss} at step {self.global_step + 1} (epoch {self.epoch}); {where} "
+                                "and stays intact: lower training.lr or set training.clip_grad, then --resume auto.")
+        window.add(out, loss, batch)
+        if not completes_update:
+            return
+        self.global_step += 1
+        progress.update(self.global_step, loss, out["lr"].item())
+        if self.global_step % log_every == 0 or self.global_step == self.total_steps:
+            record = window.record(self.global_step, self.epoch, out, self.cfg.logging.log_dataset_distribution)
+            self._write_metrics(record)
+            progress.describe(record)
+            window.reset()
+
+    def dataset_names(self):
+        return getattr(self.dataset, "names", [self.dataset.name])
+
+    # -- eval and export -----------------------------------------------------------------
+    def _knn(self, encoder):
+        from ..eval import evaluate_knn
+
+        train, val = builders.build_eval_datasets(self.cfg)
+        return evaluate_knn(encoder, train, val, k=self.cfg.evaluation.knn_k)
+
+    def _evaluate(self, progress=None):
+        if not self.is_main:
+            return None
+        try:
+            result = self._knn(self.model.target_encoder)
+        except (FileNotFoundError, ValueError) as err:
+            self.log(f"k-NN evaluation skipped: {err}")
+            return None
+        record = {"step": self.global_step, "epoch": self.epoch, "knn_top1": result["top1"],
+                  "knn_top5": result["top5"], "knn_k": self.cfg.evaluation.knn_k}
+        self.eval_history.append(record)
+        self._write_metrics(record)
+        self.log(f"epoch {self.epoch}: k-NN top-1 {result['top1']:.2%} (top-5 {result['top5']:.2%})")
+        return record
+
+    def _finish(self):
+        summary = {"finished": True, "step": self.global_step, "run_dir": str(self.run_dir)}
+        if not self.is_main:
+            return summary
+        from ..export import save_encoder
+
+        encoder_path = save_encoder(self.model.target_encoder, self.run_dir / "encoder.safetensors",
+                                    training_config=C.config_to_dict(self.cfg))
+        summary["encoder"] = str(encoder_path)
+        self.log(f"exported target encoder: {encoder_path}")
+        if self.cfg.evaluation.eval_frequency > 0:
+            final = self._evaluate()
+            if final is not None:
+                random_init = self._knn(builders.build_model(self.cfg).target_encoder)
+                final["random_init_knn_top1"] = random_init["top1"]
+                self._write_metrics({"step": self.global_step, "event": "final", **final})
+                summary.update(knn_top1=final["knn_top1"], random_init_knn_top1=random_init["top1"])
+                self.log(f"k-NN top-1: trained {final['knn_top1']:.2%} vs random init {random_init['top1']:.2%}")
+                with open(self.run_dir / "eval_knn.json", "w") as f:
+                    json.dump({"trained": final, "random_init": random_init}, f, indent=2, default=float)
+        return summary
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped()
+
+
+class Window:
+    """Running sums between two log lines."""
+
+    def __init__(self, names):
+        self.names = names
+        self.reset()
+
+    def reset(self):
+        self.start = time.perf_counter()
+        self.images, self.losses, self.level_losses, self.data_wait = 0, [], [], 0.0
+        self.mix = np.zeros(len(self.names), dtype=np.int64)
+
+    def add(self, out, loss, batch):
+        self.images += len(batch["image"])
+        self.losses.append(loss)
+        self.level_losses.append(np.array(out["level_losses"]))
+        self.mix += np.bincount(batch["dataset"], minlength=len(self.names))[: len(self.names)]
+        self._last = out
+
+    def record(self, step, epoch, out, with_mix):
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        levels = np.mean(self.level_losses, axis=0)
+        rec = {"step": step, "epoch": epoch, "loss": float(np.mean(self.losses)),
+               **{f"loss_level{i}": float(v) for i, v in enumerate(levels)},
+               "lr": out["lr"].item(), "weight_decay": out["weight_decay"].item(),
+               "ema_momentum": out["ema_momentum"].item(), "grad_norm": out["grad_norm"].item(),
+               "target_std": self._last["target_std"].item(),
+               "effective_rank": effective_rank(self._last["pooled"]),
+               "img_per_s": self.images / elapsed, "data_wait_frac": self.data_wait / elapsed,
+               "peak_memory_gb": mx.get_peak_memory() / 2**30}
+        if with_mix:
+            rec["dataset_mix"] = {n: int(c) for n, c in zip(self.names, self.mix)}
+        return rec
