@@ -31,7 +31,8 @@ def load_stl10_part(folder, part):
     """Return (images: uint8 memmap (N, 3, 96, 96) in file order [c][x][y], labels int32 (N,))."""
     image_path = os.path.join(folder, f"{part}_X.bin")
     if not os.path.isfile(image_path):
-        raise FileNotFoundError(f"STL-10 file {image_path!r} is missing; re-download or re-extract stl10_binary.tar.gz.")
+        raise FileNotFoundError(f"STL-10 file {image_path!r} is missing; re-download or re-extract "
+                                "stl10_binary.tar.gz.")
     planes = np.memmap(image_path, dtype=np.uint8, mode="r")
     if planes.size % (3 * _SIDE * _SIDE):
         raise ValueError(f"{image_path} is truncated ({planes.size} bytes is not a whole number of 96x96 images).")
