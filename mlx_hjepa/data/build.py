@@ -46,13 +46,18 @@ def build_dataset(dataset_name, data_path="./data", split="train", image_size=22
     CIFAR/STL-10 archives or extracted folders, or ignored for synthetic.
     ``transform``: overrides the default (JEPATransform on training splits, else
     JEPAEvalTransform). Extra ``options`` go to the dataset: ``class_list`` (imagefolder),
-    ``num_samples``, ``resolution``, ``seed`` (synthetic).
+    ``num_samples``, ``resolution`` (default: the transform's image size, within 64..128),
+    ``seed`` (synthetic).
     """
     name = str(dataset_name).lower()
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {dataset_name!r}; valid names: {', '.join(DATASET_NAMES)}.")
     if transform is None:
         transform = default_transform(split, image_size, crop_scale, color_jitter, horizontal_flip)
+    if name == "synthetic" and "resolution" not in options:
+        # Draw near the size the model sees (kept within 64..128 px for detail and memory);
+        # train and eval builds of one config then get the same images.
+        options["resolution"] = min(max(getattr(transform, "image_size", image_size), 64), 128)
     return _open_dataset(name, os.fspath(data_path), split, transform=transform, **options)
 
 
