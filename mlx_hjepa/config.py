@@ -358,7 +358,7 @@ def _set_path(raw: dict, path: str, value) -> None:
         where = ".".join(parts[:depth])
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"Override '{path}': '{where}' is a list of {len(node)} entries; index it with 0..{len(node) - 1}.")
+                raise ConfigError(f"Cannot set '{path}': '{where}' is a list of {len(node)} entries; index it with 0..{len(node) - 1}.")
             if last:
                 node[int(part)] = value
             else:
@@ -371,7 +371,7 @@ def _set_path(raw: dict, path: str, value) -> None:
                     node[part] = {}
                 node = node[part]
         else:
-            raise ConfigError(f"Override '{path}': '{where}' is a single value, not a section; set '{where}=...' instead.")
+            raise ConfigError(f"Cannot set '{path}': '{where}' is a single value, not a section; set '{where}' itself instead.")
 
 
 def _get_path(raw: dict, path: str):
