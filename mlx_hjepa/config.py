@@ -784,8 +784,8 @@ def _check_data(cfg: Config, check: _Checks, encoder: Optional[dict]) -> Optiona
         if check(d.dataset is not None, f"Config key 'data.dataset' is not set; name one of {', '.join(DATASET_NAMES)}, or set data.use_multi_dataset: true with data.datasets."):
             d.dataset = check.choice("data.dataset", d.dataset, DATASET_NAMES)
         check(not d.datasets, "Config key 'data.datasets' is set but data.use_multi_dataset is false; set use_multi_dataset: true, or use data.dataset for one dataset.")
-        check(d.sampling_strategy == DataConfig.sampling_strategy and d.samples_per_epoch is None,
-              "Config keys 'data.sampling_strategy' and 'data.samples_per_epoch' only apply with data.use_multi_dataset: true; remove them.")
+        check(d.sampling_strategy == DataConfig.sampling_strategy,
+              "Config key 'data.sampling_strategy' only applies with data.use_multi_dataset: true; remove it.")
     check(d.samples_per_epoch is None or d.samples_per_epoch >= 1, f"Config key 'data.samples_per_epoch' is {d.samples_per_epoch}; use a positive count or leave it unset.")
     check(bool(d.data_path.strip()), "Config key 'data.data_path' is empty; give the directory that holds the data, e.g. ./data.")
     check(d.batch_size >= 1, f"Config key 'data.batch_size' is {d.batch_size}; use at least 1 (it is the batch per process).")

@@ -31,7 +31,7 @@ def build_mask_sampler(cfg, model):
 
 
 def build_train_dataset(cfg):
-    from ..data import build_dataset, build_multi_dataset
+    from ..data import WeightedMultiDataset, build_dataset, build_multi_dataset
 
     d, t = cfg.data, cfg.data.transforms
     aug = dict(image_size=d.image_size, crop_scale=tuple(t.crop_scale), color_jitter=t.color_jitter,
@@ -40,7 +40,11 @@ def build_train_dataset(cfg):
         entries = [{"name": e.name, "weight": e.weight, "path": e.path or d.data_path} for e in d.datasets]
         return build_multi_dataset(entries, data_path=d.data_path, split="train", sampling_strategy=d.sampling_strategy,
                                    samples_per_epoch=d.samples_per_epoch, **aug)
-    return build_dataset(d.dataset, data_path=d.data_path, split="train", **aug)
+    dataset = build_dataset(d.dataset, data_path=d.data_path, split="train", **aug)
+    if d.samples_per_epoch is not None:  # a fresh random subset of the one dataset every epoch
+        dataset = WeightedMultiDataset([dataset], [1.0], "balanced", d.samples_per_epoch, transform=dataset.transform,
+                                       name=dataset.name)
+    return dataset
 
 
 def eval_source(cfg):

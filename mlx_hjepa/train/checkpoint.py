@@ -39,8 +39,9 @@ def save_checkpoint(checkpoints_dir, name, model, optimizer_state, trainer_state
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model_checkpoint(model, tmp / MODEL_FILE)
+    # No MLX RNG state: the step draws no random numbers (masks, crops and flips come from
+    # numpy generators keyed by seed, epoch and index), so weights + optimizer + position resume exactly.
     arrays = dict(tree_flatten(optimizer_state))
-    arrays["rng"] = mx.random.state[0]
     mx.save_safetensors(str(tmp / OPTIMIZER_FILE), arrays)
     write_json_atomic(tmp / STATE_FILE, trainer_state)
     if final.exists():
@@ -71,7 +72,6 @@ def load_checkpoint(folder, model, optimizer):
                          f"({hjepa_config(model)}); resume with the run's own config.yaml or start a new run.")
     model.update(saved.parameters())
     arrays = mx.load(str(folder / OPTIMIZER_FILE))
-    mx.random.state[0] = arrays.pop("rng")
     expected = {k for k, _ in tree_flatten(optimizer.state)}
     if expected != set(arrays):
         raise ValueError(f"{folder / OPTIMIZER_FILE} does not match this run's optimizer (missing "

@@ -22,6 +22,7 @@ from . import builders
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .progress import Progress
 from .step import TrainStep
+from .tensorboard import TensorBoardWriter
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -86,6 +87,7 @@ class Trainer:
         self.metrics_path = self.run_dir / METRICS_FILE
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
         self.eval_history = []
+        self.tensorboard = None
 
     # -- bookkeeping --------------------------------------------------------------------
     def _trainer_state(self):
@@ -143,6 +145,8 @@ class Trainer:
         if self.is_main:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            if self.tensorboard is not None:
+                self.tensorboard.scalars(record["step"], record)
 
     # -- run ----------------------------------------------------------------------------
     def prepare_run_dir(self):
@@ -155,9 +159,18 @@ class Trainer:
         tmp = self.run_dir / ".config.yaml.tmp"
         tmp.write_text(text)
         os.replace(tmp, self.run_dir / "config.yaml")
+        if self.cfg.logging.use_tensorboard:
+            self.tensorboard = TensorBoardWriter(self.run_dir / "tensorboard")
 
     def fit(self):
         self.prepare_run_dir()
+        try:
+            return self._fit()
+        finally:
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+
+    def _fit(self):
         if self.resume_from is not None:
             self._restore()
         self.log(f"run directory: {self.run_dir}")

@@ -1,0 +1,200 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import yaml
+from fake_data import fake_cifar, fake_imagenet, fake_stl10
+
+from mlx_hjepa import config as C
+from mlx_hjepa.data import build_dataloader
+from mlx_hjepa.export import load_model_checkpoint
+from mlx_hjepa.train import __main__ as train_cli
+from mlx_hjepa.train import builders
+from mlx_hjepa.train.trainer import Trainer
+
+CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
+ROOT = Path(__file__).parent.parent
+
+# A run small enough for the tests: 6x6 patch grid, 2 blocks, 4 steps per epoch.
+TINY_RUN = ["model.encoder_type=vit_tiny_patch8", "model.embed_dim=64", "model.depth=2", "model.num_heads=2",
+            "model.num_hierarchies=2", "model.predictor.embed_dim=32", "model.predictor.depth=1",
+            "model.predictor.num_heads=2", "data.dataset=synthetic", "data.image_size=48", "data.batch_size=8",
+            "data.num_workers=1", "data.samples_per_epoch=32", "training.epochs=2", "training.warmup_epochs=1",
+            "logging.log_frequency=1", "evaluation.eval_frequency=0", "loss.hierarchy_weights=[1.0, 0.5]",
+            "checkpoint.save_frequency=1", "checkpoint.keep_last_k=1"]
+TIMING_KEYS = {"img_per_s", "data_wait_frac", "peak_memory_gb"}
+
+
+def run_cli(args, capsys=None):
+    code = train_cli.main([str(a) for a in args])
+    out = capsys.readouterr() if capsys else None
+    return code, out
+
+
+def tiny_args(out_dir, *extra, config=ROOT / "configs" / "quickstart.yaml"):
+    args = [config, "--output-dir", out_dir]
+    for item in TINY_RUN + list(extra):
+        args += ["--set", item]
+    return args
+
+
+def metrics(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in rec.items() if k not in TIMING_KEYS} for rec in lines]
+
+
+def final_weights(run_dir):
+    return {k: np.array(v) for k, v in mx.load(str(run_dir / "checkpoints" / json.loads(
+        (run_dir / "checkpoints" / "latest.json").read_text())["checkpoint"] / "model.safetensors")).items()}
+
+
+@pytest.fixture(scope="module")
+def fake_roots(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    fake_imagenet(root / "imagenet")
+    fake_cifar(root, "cifar10")
+    fake_cifar(root, "cifar100")
+    fake_stl10(root)
+    return root
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_builds_model_and_data(path, fake_roots):
+    raw = yaml.safe_load(path.read_text())
+    overrides = [f"data.data_path={fake_roots}", "data.batch_size=2", "data.num_workers=0"]
+    for i, entry in enumerate(raw.get("data", {}).get("datasets") or []):
+        overrides.append(f"data.datasets.{i}.path={fake_roots / 'imagenet' if 'imagenet' in entry['name'] else fake_roots}")
+    if raw["data"].get("dataset") in ("imagenet", "imagenet100", "imagefolder"):
+        overrides[0] = f"data.data_path={fake_roots / 'imagenet'}"
+    cfg = C.load_config(path, overrides)
+    model = builders.build_model(cfg)
+    masks = builders.build_mask_sampler(cfg, model)(2, 0, 0)
+    assert masks["targets"].shape[1] == cfg.masking.num_target_masks
+    assert model.encoder.img_size == cfg.data.image_size
+    assert model.num_hierarchies == cfg.model.num_hierarchies
+    dataset = builders.build_train_dataset(cfg)
+    batch = next(iter(build_dataloader(dataset, 2, num_workers=0, seed=cfg.experiment.seed)))
+    assert batch["image"].shape == (2, cfg.data.image_size, cfg.data.image_size, 3)
+    assert batch["image"].dtype == np.uint8
+
+
+def test_config_errors_reach_the_user_as_one_sentence(tmp_path, capsys):
+    code, out = run_cli(tiny_args(tmp_path, "training.learning_rate=0.1"), capsys)
+    assert code == 2 and "training.learning_rate" in out.err and "training.lr" in out.err
+    assert "Traceback" not in out.err
+    code, out = run_cli(tiny_args(tmp_path, "training.lr=-1"), capsys)
+    assert code == 2 and "training.lr" in out.err
+    code, out = run_cli(tiny_args(tmp_path, "data.image_size=50"), capsys)
+    assert code == 2 and "data.image_size" in out.err
+    assert not (tmp_path / "quickstart").exists()  # rejected before any work
+
+
+def test_dry_run_prints_model_data_and_steps(tmp_path, capsys):
+    code, out = run_cli(tiny_args(tmp_path) + ["--dry-run"], capsys)
+    assert code == 0
+    assert "GFLOP per image" in out.out and "steps per epoch: 4" in out.out and "M parameters" in out.out
+    assert not (tmp_path / "quickstart").exists()
+
+
+def test_resume_mid_epoch_matches_a_straight_run(tmp_path, capsys):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert run_cli(tiny_args(straight), capsys)[0] == 0
+    code, out = run_cli(tiny_args(split) + ["--stop-at-step", "3"], capsys)
+    assert code == 0 and "stopped at step 3" in out.out
+    assert json.loads((split / "quickstart" / "checkpoints" / "latest.json").read_text()) == {
+        "checkpoint": "step_00000003"}
+    code, out = run_cli(tiny_args(split) + ["--resume", "auto"], capsys)
+    assert code == 0 and "resumed from" in out.out
+    a, b = final_weights(straight / "quickstart"), final_weights(split / "quickstart")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], atol=1e-6, rtol=0)
+    # Every logged value is identical, except the effective rank, whose SVD runs in threaded
+    # LAPACK and may differ in the 7th digit on identical input.
+    a_metrics, b_metrics = metrics(straight / "quickstart"), metrics(split / "quickstart")
+    a_ranks = [rec.pop("effective_rank") for rec in a_metrics]
+    b_ranks = [rec.pop("effective_rank") for rec in b_metrics]
+    assert a_metrics == b_metrics and len(a_metrics) == 8
+    assert a_ranks == pytest.approx(b_ranks, rel=1e-5)
+    # periodic checkpoints pruned to keep_last_k=1 plus the latest, which is the same one here
+    assert sorted(p.name for p in (split / "quickstart" / "checkpoints").glob("step_*")) == ["step_00000008"]
+    assert (split / "quickstart" / "encoder.safetensors").is_file()
+
+
+def test_existing_run_needs_resume(tmp_path, capsys):
+    assert run_cli(tiny_args(tmp_path) + ["--stop-at-step", "1"], capsys)[0] == 0
+    code, out = run_cli(tiny_args(tmp_path), capsys)
+    assert code == 1 and "--resume auto" in out.err
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    from mlx_hjepa.train import step as step_module
+
+    original = step_module.TrainStep.__call__
+
+    def poisoned(self, images, masks):
+        out = original(self, images, masks)
+        if self.step >= 6:  # the second epoch: epoch 1 ended at step 4 with a checkpoint
+            out = dict(out, loss=mx.array(float("nan")))
+        return out
+
+    monkeypatch.setattr(step_module.TrainStep, "__call__", poisoned)
+    code, out = run_cli(tiny_args(tmp_path), capsys)
+    assert code == 1
+    assert "loss became nan at step 6" in out.err and "step_00000004" in out.err and "intact" in out.err
+    run = tmp_path / "quickstart"
+    assert json.loads((run / "checkpoints" / "latest.json").read_text()) == {"checkpoint": "step_00000004"}
+    model = load_model_checkpoint(run / "checkpoints" / "step_00000004" / "model.safetensors")
+    assert all(np.isfinite(np.array(v)).all() for v in final_weights(run).values()) and model is not None
+
+
+KILL_IN_SAVE = """
+import os, signal, sys
+import mlx_hjepa
+from mlx_hjepa.train import checkpoint, __main__ as cli
+real = checkpoint.write_json_atomic
+def write(path, data):
+    if str(path).endswith("state.json") and data["step"] >= 6:
+        os.kill(os.getpid(), signal.SIGKILL)  # model and optimizer files of step 6 are half-way in place
+    return real(path, data)
+checkpoint.write_json_atomic = write
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one(tmp_path, capsys):
+    args = [str(a) for a in tiny_args(tmp_path, "training.epochs=3", "data.samples_per_epoch=24")]
+    # 3 steps/epoch: checkpoints after steps 3 and 6; the process dies inside the second.
+    proc = subprocess.run([sys.executable, "-c", KILL_IN_SAVE, *args, "--stop-at-step", "7"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    ckpts = tmp_path / "quickstart" / "checkpoints"
+    assert json.loads((ckpts / "latest.json").read_text()) == {"checkpoint": "step_00000003"}
+    assert any(p.name.startswith(".step_00000006") for p in ckpts.iterdir())  # the torn write, never renamed
+    load_model_checkpoint(ckpts / "step_00000003" / "model.safetensors")
+    code, out = run_cli([*args, "--resume", "auto"], capsys)
+    assert code == 0 and "step_00000003" in out.out
+    assert json.loads((ckpts / "latest.json").read_text()) == {"checkpoint": "step_00000009"}
+
+
+def test_tensorboard_optional(tmp_path, capsys):
+    try:
+        import tensorboard  # noqa: F401
+        have = True
+    except ImportError:
+        have = False
+    if have:
+        code, _ = run_cli(tiny_args(tmp_path, "logging.use_tensorboard=true", "training.epochs=1"), capsys)
+        assert code == 0 and list((tmp_path / "quickstart" / "tensorboard").glob("events.out.tfevents.*"))
+    else:
+        with pytest.warns(UserWarning, match="tensorboard"):
+            code, _ = run_cli(tiny_args(tmp_path, "logging.use_tensorboard=true", "training.epochs=1"), capsys)
+        assert code == 0 and (tmp_path / "quickstart" / "metrics.jsonl").is_file()
