@@ -18,10 +18,21 @@ from mlx_hjepa import _blas
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ON_REFERENCE_BLAS_BUILD = _blas.bundled_reference_blas() is not None
-OPENBLAS_INSTALLED = bool(
-    ctypes.util.find_library("openblas")
-    or glob.glob("/usr/lib*/**/libopenblas*.so*", recursive=True)
-)
+
+
+def _openblas_loads():
+    patterns = ["/usr/lib*/libopenblas*.so*", "/usr/lib/*/libopenblas*.so*", "/usr/lib/*/*/libopenblas*.so*"]
+    names = [ctypes.util.find_library("openblas"), *(p for pattern in patterns for p in glob.glob(pattern))]
+    for name in filter(None, names):
+        try:
+            ctypes.CDLL(name, mode=os.RTLD_LOCAL)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+OPENBLAS_INSTALLED = _openblas_loads()
 needs_reference_build = pytest.mark.skipif(
     not ON_REFERENCE_BLAS_BUILD, reason="only the Linux mlx[cpu] wheel bundles the reference BLAS"
 )
