@@ -84,7 +84,8 @@ def l2_normalize(x, eps=1e-6):
 
 def hierarchical_loss(predictions, target_tokens, masks, heads, grid, weights, loss_type="smooth_l1",
                       normalize=False):
-    """Weighted sum over levels of the mean per-position loss. Returns (total, [loss per level]).
+    """Weighted sum over levels of the per-image mean loss over positions, averaged over
+    images. Returns (total, [loss per level]).
 
     normalize=True L2-normalises every prediction and target vector before the loss
     (the `loss.normalize_embeddings` key)."""
@@ -100,8 +101,11 @@ def hierarchical_loss(predictions, target_tokens, masks, heads, grid, weights, l
         if level == 0:
             loss = per_position.mean()
         else:
+            # Mean over each image's valid windows, then over images: the loss of a batch is then
+            # the mean of its images' losses, so it splits exactly across data-parallel ranks.
             valid = masks[f"win_valid_{level}"]
-            loss = (per_position * valid).sum() / mx.maximum(valid.sum(), 1.0)
+            per_image = (per_position * valid).sum(axis=(1, 2)) / mx.maximum(valid.sum(axis=(1, 2)), 1.0)
+            loss = per_image.mean()
         per_level.append(loss)
         total = total + weight * loss
     return total, per_level

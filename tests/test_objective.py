@@ -96,3 +96,25 @@ def test_variance_covariance_terms():
     assert var.item() < 0.05 and cov.item() < 0.05
     corr = mx.concatenate([white[:, :1]] * 16, axis=1)
     assert variance_covariance(corr)[1].item() > 10 * cov.item()
+
+
+def test_batch_loss_is_the_mean_of_its_halves_loss():
+    """Per-image normalisation: data-parallel ranks averaging their losses give the full-batch loss."""
+    from mlx_hjepa.masks import MultiBlockMaskSampler
+
+    grid = (14, 14)
+    masks = MultiBlockMaskSampler(grid, num_hierarchies=3)(8, 0, 3)
+    masks = {k: v for k, v in masks.items() if not k.endswith("_boxes")}
+    assert len({float(v.sum()) for v in masks["win_valid_1"]}) > 1  # images differ in valid window counts
+    rng = np.random.default_rng(5)
+    tokens = rng.normal(size=(8, 196, 4)).astype(np.float32)
+    preds = rng.normal(size=(8,) + masks["targets"].shape[1:] + (4,)).astype(np.float32)
+    heads = [nn.Identity()] * 3
+
+    def loss(rows):
+        sub = {k: mx.array(v[rows]) for k, v in masks.items()}
+        return hierarchical_loss(mx.array(preds[rows]), mx.array(tokens[rows]), sub, heads, grid, (1.0, 0.5, 0.25))[0]
+
+    whole = loss(slice(0, 8)).item()
+    halves = (loss(slice(0, 8, 2)).item() + loss(slice(1, 8, 2)).item()) / 2
+    assert whole == pytest.approx(halves, rel=1e-6)

@@ -30,6 +30,11 @@ def build_mask_sampler(cfg, model):
                                  min_keep=m.min_keep, num_hierarchies=model.num_hierarchies, seed=cfg.experiment.seed)
 
 
+def source_options(cfg, name):
+    """Synthetic data is drawn from experiment.seed; files need no options."""
+    return {"seed": cfg.experiment.seed} if name == "synthetic" else {}
+
+
 def build_train_dataset(cfg):
     from ..data import WeightedMultiDataset, build_dataset, build_multi_dataset
 
@@ -37,10 +42,11 @@ def build_train_dataset(cfg):
     aug = dict(image_size=d.image_size, crop_scale=tuple(t.crop_scale), color_jitter=t.color_jitter,
                horizontal_flip=t.horizontal_flip)
     if d.use_multi_dataset:
-        entries = [{"name": e.name, "weight": e.weight, "path": e.path or d.data_path} for e in d.datasets]
+        entries = [{"name": e.name, "weight": e.weight, "path": e.path or d.data_path, **source_options(cfg, e.name)}
+                   for e in d.datasets]
         return build_multi_dataset(entries, data_path=d.data_path, split="train", sampling_strategy=d.sampling_strategy,
                                    samples_per_epoch=d.samples_per_epoch, **aug)
-    dataset = build_dataset(d.dataset, data_path=d.data_path, split="train", **aug)
+    dataset = build_dataset(d.dataset, data_path=d.data_path, split="train", **aug, **source_options(cfg, d.dataset))
     if d.samples_per_epoch is not None:  # a fresh random subset of the one dataset every epoch
         dataset = WeightedMultiDataset([dataset], [1.0], "balanced", d.samples_per_epoch, transform=dataset.transform,
                                        name=dataset.name)
@@ -62,8 +68,9 @@ def build_eval_datasets(cfg):
     name, path = eval_source(cfg)
     train_split, val_split = EVAL_SPLITS[name]
     transform = JEPAEvalTransform(cfg.data.image_size)
-    return (build_dataset(name, data_path=path, split=train_split, transform=transform),
-            build_dataset(name, data_path=path, split=val_split, transform=transform))
+    options = source_options(cfg, name)
+    return (build_dataset(name, data_path=path, split=train_split, transform=transform, **options),
+            build_dataset(name, data_path=path, split=val_split, transform=transform, **options))
 
 
 def build_schedules(cfg, steps_per_epoch, world_size=1):
