@@ -10,6 +10,11 @@ Accuracy in fp32 against exact GELU, 0.5 * x * (1 + erf(x / sqrt(2))), for any x
     forward  max |error| 5.0e-6
     backward max |error| 5.9e-5 (against Phi(x) + x * phi(x))
 tests/test_ops.py checks both. For scale: MLX's tanh approximation nn.gelu_approx is off by 4.7e-4.
+
+Use it inside a compiled function (the train step is): at ViT-S/16 @ 224, batch 32, GELU
+forward+backward under mx.compile took 95 ms against 337 ms for exact GELU on a 2-core
+EPYC (benchmarks/cpu_ops.py). Called eagerly under mx.grad it is no faster than nn.gelu,
+because MLX runs the inner compiled kernels op by op inside a transformation.
 """
 
 import math
