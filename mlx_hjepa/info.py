@@ -42,17 +42,16 @@ def sgemm_gflops(n: int = 1024, seconds: float = 0.5) -> float:
 
 def blas_report(measure: bool = True) -> dict:
     preload = _blas.preload_result
-    if sys.platform == "darwin":
-        bound = "Accelerate (macOS system framework)"
-    else:
-        bound = _blas.bound_blas()
+    on_mac = sys.platform == "darwin"
+    bound = "Accelerate (macOS system framework)" if on_mac else _blas.bound_blas()
     reference = _blas.bundled_reference_blas()
     report = {
         "library": bound,
         "is_reference_blas": bool(reference and bound and os.path.realpath(bound) == os.path.realpath(reference)),
-        "preload": {"status": preload.status, "path": preload.path, "reason": preload.reason} if preload else None,
-        **{f"openblas_{k}": v for k, v in _blas.openblas_info(bound if sys.platform != "darwin" else None).items()},
+        "preload": vars(preload) if preload else None,
     }
+    for key, value in _blas.openblas_info(None if on_mac else bound).items():
+        report[f"openblas_{key}"] = value
     if measure:
         report["sgemm_gflops"] = round(sgemm_gflops(), 1)
     return report
