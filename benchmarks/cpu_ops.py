@@ -52,11 +52,13 @@ class Block(nn.Module):
 
 
 def forward_backward(fn, *inputs):
-    """fwd+bwd of fn with a fixed random cotangent, returning output and input gradients."""
-    out_shape = fn(*inputs).shape
-    cotangent = mx.random.normal(out_shape)
-    mx.eval(cotangent)
-    return lambda: mx.vjp(fn, list(inputs), [cotangent])
+    """fwd+bwd of fn with fixed random cotangents: outputs and gradients for every input."""
+    def as_list(outputs):
+        return list(outputs) if isinstance(outputs, tuple) else [outputs]
+
+    cotangents = [mx.random.normal(o.shape) for o in as_list(fn(*inputs))]
+    mx.eval(cotangents)
+    return lambda: mx.vjp(lambda *a: as_list(fn(*a)), list(inputs), cotangents)
 
 
 def block_step(block, x):
@@ -82,6 +84,15 @@ def main():
         variants[("GELU", name)] = forward_backward(act, hidden)
     for name, attend in [("fast sdpa", sdpa), ("naive", naive_attention)]:
         variants[("attention", name)] = forward_backward(lambda t, a=attend: attention_from_qkv(t, a), qkv)
+    w, b = mx.ones((DIM,)), mx.zeros((DIM,))
+    variants[("layernorm", "2 per block")] = forward_backward(
+        lambda t, w, b: mx.fast.layer_norm(mx.fast.layer_norm(t, w, b, 1e-6), w, b, 1e-6), x, w, b
+    )
+    weights = [mx.random.normal((n, DIM)) * 0.02 for n in (3 * DIM, DIM, MLP_RATIO * DIM)]
+    weights.append(mx.random.normal((DIM, MLP_RATIO * DIM)) * 0.02)
+    variants[("linears", "qkv,proj,fc1,fc2")] = forward_backward(
+        lambda t, wq, wp, w1, w2: (t @ wq.T, t @ wp.T, (t @ w1.T) @ w2.T), x, *weights
+    )
     for name, act in [("exact gelu + sdpa", nn.gelu), ("fast_gelu + sdpa", fast_gelu)]:
         block = Block(act, sdpa)
         mx.eval(block.parameters())
