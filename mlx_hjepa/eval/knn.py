@@ -72,7 +72,8 @@ def nearest_neighbors(bank, queries, k):
     remaining places. The order within a row is unspecified.
     """
     sims = queries @ bank.T
-    idx = mx.argpartition(-sims, kth=k - 1, axis=1)[:, :k]
+    n = sims.shape[1]
+    idx = mx.argpartition(sims, kth=n - k, axis=1)[:, n - k:]  # partition sims itself: no negated copy
     top = mx.take_along_axis(sims, idx, axis=1)
     kth = top.min(axis=1, keepdims=True)
     ambiguous = (sims == kth).sum(axis=1) > (top == kth).sum(axis=1)
@@ -84,7 +85,7 @@ def nearest_neighbors(bank, queries, k):
         above, at_kth = row_sims > row_kth, row_sims == row_kth
         places_left = k - above.astype(mx.int32).sum(axis=1, keepdims=True)
         chosen = above | (at_kth & (mx.cumsum(at_kth, axis=1) <= places_left))
-        row_idx = mx.argpartition(-chosen.astype(mx.float32), kth=k - 1, axis=1)[:, :k]
+        row_idx = mx.argpartition(chosen.astype(mx.float32), kth=n - k, axis=1)[:, n - k:]
         idx[rows] = row_idx
         top[rows] = mx.take_along_axis(row_sims, row_idx, axis=1)
     return idx, top
