@@ -9,8 +9,8 @@ import mlx.core as mx
 import pytest
 
 from mlx_hjepa.eval.__main__ import main
-from mlx_hjepa.export import save_encoder
-from mlx_hjepa.models import VisionTransformer
+from mlx_hjepa.export import save_encoder, save_model_checkpoint
+from mlx_hjepa.models import VisionTransformer, build_hjepa
 
 SMALL_SYNTHETIC = ["--dataset", "synthetic", "--dataset-option", "num_samples=120",
                    "--dataset-option", "resolution=32", "--epochs", "3", "--batch-size", "64", "--num-workers", "1"]
@@ -52,6 +52,19 @@ def test_random_init_baseline_writes_its_own_file(exported):
     assert main([str(exported), *SMALL_SYNTHETIC, "--protocol", "knn", "--random-init", "--seed", "3"]) == 0
     check_shape(json.loads((exported.parent / "eval_random_init.json").read_text()), ("knn",))
     assert not (exported.parent / "eval.json").exists()
+
+
+def test_run_directory_uses_its_latest_checkpoint_and_writes_there(tmp_path):
+    model = build_hjepa("vit_tiny", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                        num_hierarchies=1, predictor_dim=32, predictor_depth=1)
+    run = tmp_path / "run"
+    save_model_checkpoint(model, run / "checkpoints" / "step_000007" / "model.safetensors")
+    (run / "checkpoints" / "latest.json").write_text(json.dumps({"checkpoint": "step_000007"}))
+    (run / "config.yaml").write_text("experiment:\n  seed: 3\n")
+    assert main([str(run), *SMALL_SYNTHETIC, "--protocol", "linear", "--which", "context"]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    check_shape(result, ("linear",))
+    assert result["weights"].endswith("step_000007/model.safetensors")
 
 
 def test_user_errors_are_one_sentence_and_nonzero(exported, tmp_path, capsys):

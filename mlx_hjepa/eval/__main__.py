@@ -92,6 +92,8 @@ def run(args, console):
     options = parse_dataset_options(args.dataset_option)
     encoder, weights_file, training_config = load_eval_encoder(args.weights, args.which)
     seed = args.seed if args.seed is not None else training_seed(training_config)
+    if args.dataset == "synthetic" and training_config is not None:
+        options.setdefault("seed", training_seed(training_config))  # the images the run's own k-NN saw
     if args.random_init:
         encoder = random_encoder_like(encoder, seed)
     encoder = with_image_size(encoder, args.image_size)
