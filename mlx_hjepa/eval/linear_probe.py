@@ -20,9 +20,9 @@ DEFAULT_WEIGHT_DECAYS = (0.0, 1e-4, 1e-3)
 
 
 def standardize(train, test, eps=1e-6):
-    mean = train.mean(axis=0, dtype=np.float64)
-    std = train.std(axis=0, dtype=np.float64) + eps
-    return ((train - mean) / std).astype(np.float32), ((test - mean) / std).astype(np.float32)
+    mean = train.mean(axis=0, dtype=np.float64).astype(np.float32)  # statistics in float64, data stays float32
+    std = (train.std(axis=0, dtype=np.float64) + eps).astype(np.float32)
+    return (train - mean) / std, (test - mean) / std
 
 
 def head_logits(params, x):
