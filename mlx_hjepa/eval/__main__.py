@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..data import DATASET_NAMES, build_dataset
+from ..data import build_dataset
 from .features import extract_features, load_eval_encoder, random_encoder_like, training_seed, with_image_size
 from .knn import WEIGHTINGS, knn_classify
 from .linear_probe import linear_probe
