@@ -91,7 +91,7 @@ def main(argv=None):
     except TrainingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    if summary.get("finished"):
+    if summary.get("finished") and "encoder" in summary:  # rank 0 of several processes, or the only one
         print(f"done: run directory {summary['run_dir']}; encoder {summary.get('encoder')}")
     return 0
 

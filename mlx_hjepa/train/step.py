@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_flatten, tree_map, tree_map_with_path
 
 from ..objective import feature_std, hierarchical_loss, variance_covariance
 from .optimizer import AdamW
@@ -98,7 +98,14 @@ class TrainStep:
         (loss, (per_level, pooled)), grads = mx.value_and_grad(self._loss)(trainable, images, masks)
         self.model.update(trainable)  # back to the fp32 masters after a bf16 forward
         if self.world_size > 1:
-            grads = nn.average_gradients(grads, group=self.group)
+            # average_gradients rebuilds the tree from its leaves, dropping the frozen target
+            # encoder's empty branch that the optimizer state mirrors: put the leaves back in place.
+            averaged = dict(tree_flatten(nn.average_gradients(grads, group=self.group)))
+            grads = tree_map_with_path(lambda path, _: averaged[path], grads)
+            # the global batch's loss on every rank: logs match one process, and a NaN on any
+            # rank stops all of them at the same step
+            losses = mx.distributed.all_sum(mx.concatenate([loss[None], per_level]), group=self.group)
+            loss, per_level = losses[0] / self.world_size, losses[1:] / self.world_size
         metrics = {"loss": loss, "level_losses": per_level, "target_std": feature_std(pooled), "pooled": pooled}
         return grads, metrics
 

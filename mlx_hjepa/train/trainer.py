@@ -17,14 +17,17 @@ import mlx.core as mx
 import numpy as np
 
 from .. import config as C
+from ..distributed import broadcast_from_rank0, broadcast_ints, peer_lost, shard_rows
 from ..objective import effective_rank
 from . import builders
-from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .checkpoint import (STATE_FILE, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint,
+                         write_json_atomic)
 from .progress import Progress
 from .step import TrainStep
 from .tensorboard import TensorBoardWriter
 
 METRICS_FILE = "metrics.jsonl"
+RUN_FILE = "run.json"  # world size and global batch of the launch
 
 
 class TrainingError(RuntimeError):
@@ -59,9 +62,13 @@ class Trainer:
         self.world_size = world.size() if world is not None else 1
         self.rank = world.rank() if world is not None else 0
         self.is_main = self.rank == 0
+        if not self.is_main:  # rank 0 speaks for the run; errors still reach every rank's stderr
+            self.log = lambda *args, **kwargs: None
         self.run_dir = Path(run_dir) if run_dir else run_dir_of(cfg)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.resume_from = latest_checkpoint(self.ckpt_dir) if self.ckpt_dir.is_dir() else None
+        # Only rank 0 reads the run directory (the others may be on hosts without it); the
+        # others get its weights, optimizer state and position in _sync_ranks.
+        self.resume_from = latest_checkpoint(self.ckpt_dir) if self.is_main and self.ckpt_dir.is_dir() else None
         if self.resume_from is not None and not resume:
             raise TrainingError(f"{self.run_dir} already holds a run; pass --resume auto to continue it, or set "
                                 "experiment.name (or --output-dir) for a new one.")
@@ -121,10 +128,6 @@ class Trainer:
 
     def _restore(self):
         state = load_checkpoint(self.resume_from, self.model, self.step.optimizer)
-        if state["world_size"] != self.world_size:
-            raise TrainingError(f"{self.resume_from} was written by {state['world_size']} processes and this run has "
-                                f"{self.world_size}; resume with the same number of processes (mlx.launch -n "
-                                f"{state['world_size']}) so the data order and global batch stay the same.")
         self.epoch, self.batch_in_epoch, self.global_step = state["epoch"], state["batch"], state["step"]
         self.eval_history = state.get("eval_history", [])
         self.step.micro_step = self.batch_in_epoch
@@ -153,16 +156,51 @@ class Trainer:
         if not self.is_main:
             return
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        resolved = C.config_to_dict(self.cfg)
-        resolved["distributed"] = {"world_size": self.world_size, "global_batch": self.global_batch}
         text = C.config_to_yaml(self.cfg) + f"# world_size: {self.world_size}, global batch: {self.global_batch}\n"
         tmp = self.run_dir / ".config.yaml.tmp"
         tmp.write_text(text)
         os.replace(tmp, self.run_dir / "config.yaml")
+        # The launch, kept out of config.yaml (which holds only what a config may set): the
+        # world size comes from mlx.launch, not from the config.
+        write_json_atomic(self.run_dir / RUN_FILE, {
+            "world_size": self.world_size, "global_batch": self.global_batch,
+            "batch_size_per_process": self.cfg.data.batch_size,
+            "accumulation_steps": self.cfg.training.accumulation_steps,
+            "peak_lr": C.scaled_lr(self.cfg, self.world_size), "lr_scaling": self.cfg.training.lr_scaling,
+            "mlx": mx.__version__})
         if self.cfg.logging.use_tensorboard:
             self.tensorboard = TensorBoardWriter(self.run_dir / "tensorboard")
 
+    def _check_world_size(self):
+        """Before anything is written: a checkpoint only continues with the world size that wrote it."""
+        saved = json.loads((self.resume_from / STATE_FILE).read_text()).get("world_size", 1)
+        if saved != self.world_size:
+            how = "without mlx.launch" if saved == 1 else f"under mlx.launch with {saved} processes"
+            raise TrainingError(f"{self.resume_from} was written by {saved} process(es) and this run has "
+                                f"{self.world_size}; resume it {how}, so the data order and global batch stay the "
+                                "same (or start a new run with another experiment.name).")
+
+    def _sync_ranks(self):
+        """Every rank continues from rank 0's weights, optimizer state and position in the data."""
+        if self.group is None:
+            return
+        self.model.update(broadcast_from_rank0(self.model.parameters(), self.group))
+        self.step.optimizer.state.update(broadcast_from_rank0(self.step.optimizer.state, self.group))
+        position = broadcast_ints([self.epoch, self.batch_in_epoch, self.global_step], self.group)
+        self.epoch, self.batch_in_epoch, self.global_step = position
+        self.step.micro_step = self.batch_in_epoch
+
+    def _peer_lost_error(self):
+        last = latest_checkpoint(self.ckpt_dir) if self.is_main and self.ckpt_dir.is_dir() else None
+        where = f"the last checkpoint is {last}" if last else "checkpoints are on rank 0"
+        return TrainingError(f"rank {self.rank} of {self.world_size} lost the connection to another process of this "
+                             f"run near step {self.global_step + 1} (a rank crashed, was stopped, or its host became "
+                             f"unreachable: see the other ranks' output); {where}: fix the cause and rerun the same "
+                             "mlx.launch command with --resume auto.")
+
     def fit(self):
+        if self.resume_from is not None:
+            self._check_world_size()
         self.prepare_run_dir()
         try:
             return self._fit()
@@ -173,8 +211,9 @@ class Trainer:
     def _fit(self):
         if self.resume_from is not None:
             self._restore()
+        self._sync_ranks()
         self.log(f"run directory: {self.run_dir}")
-        self.log(f"{len(self.dataset)} images, {self.steps_per_epoch} steps/epoch x {self.cfg.training.epochs} "
+        self.log(f"{self.dataset.samples_per_epoch} images per epoch, {self.steps_per_epoch} steps/epoch x {self.cfg.training.epochs} "
                  f"epochs, batch {self.cfg.data.batch_size} per process x {self.world_size} process(es) x "
                  f"{self.cfg.training.accumulation_steps} accumulation = global batch {self.global_batch}")
         previous = signal.signal(signal.SIGTERM, _raise_stopped) if self.is_main else None
@@ -183,9 +222,18 @@ class Trainer:
             with progress:
                 finished = self._train(progress)
         except (Stopped, KeyboardInterrupt):
-            folder = self.save()
+            try:
+                folder = self.save()
+            except RuntimeError as err:  # the step in flight needed a rank that is gone
+                if not peer_lost(err):
+                    raise
+                raise self._peer_lost_error() from None
             raise TrainingError(f"stopped at step {self.global_step}; checkpoint {folder}; continue with "
                                 "--resume auto.") from None
+        except RuntimeError as err:
+            if not peer_lost(err):
+                raise
+            raise self._peer_lost_error() from None
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
@@ -208,7 +256,8 @@ class Trainer:
             try:
                 for b in range(self.batch_in_epoch, self.batches_per_epoch):
                     batch = next(batches)
-                    masks = self.sampler(B, self.epoch, b)
+                    # every rank draws the global batch's masks and keeps its own rows (see shard_rows)
+                    masks = shard_rows(self.sampler(B * self.world_size, self.epoch, b), self.world_size, self.rank)
                     window.data_wait += time.perf_counter() - t_wait
                     if pending is not None:
                         self._finish_micro_step(*pending, window, progress, log_every)
