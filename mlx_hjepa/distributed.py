@@ -8,8 +8,16 @@ averages gradients over the group, so all ranks stay bit-identical. Only rank 0 
 When a rank dies its sockets close and the others' next collective fails with
 "[ring] connection to a peer was lost" (mlx 0.32); `peer_lost` recognises that so the
 trainer can stop with one sentence instead of a traceback, and `mlx.launch` then
-terminates the remaining ranks.
+terminates the remaining ranks. A peer that stays connected but never answers (a host
+that slept or dropped off the network) makes the others wait in the collective forever,
+deaf to Ctrl-C and SIGTERM, since the ring backend has no timeout: `StallWatchdog` ends
+such a rank from a thread (the wait releases the GIL).
 """
+
+import os
+import sys
+import threading
+import time
 
 import mlx.core as mx
 import numpy as np
@@ -71,3 +79,60 @@ def broadcast_ints(values, group):
 def peer_lost(error):
     """Whether an exception from a collective means another rank stopped or became unreachable."""
     return isinstance(error, RuntimeError) and any(p in str(error) for p in PEER_LOST_PHRASES)
+
+
+STALL_TIMEOUT_ENV = "MLX_HJEPA_STALL_TIMEOUT"
+DEFAULT_STALL_TIMEOUT = 600.0  # seconds; far above one step, below a lost night
+STALL_EXIT_CODE = 3
+
+
+def stall_timeout_from_env():
+    """Seconds from MLX_HJEPA_STALL_TIMEOUT (default 600; 0 turns the watchdog off)."""
+    value = os.environ.get(STALL_TIMEOUT_ENV, "").strip()
+    if not value:
+        return DEFAULT_STALL_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ValueError(f"{STALL_TIMEOUT_ENV}={value!r} is not a number of seconds; set it to e.g. 600, or 0 to "
+                         "turn the stall watchdog off.")
+    return seconds
+
+
+class StallWatchdog:
+    """Ends this process if no training step finishes for `timeout` seconds while armed.
+
+    `kick()` after every finished step arms it; `pause()` disarms it until the next kick
+    (before the first step's compile, and at epoch ends, where rank 0 checkpoints and
+    evaluates while the others wait). On a stall it writes one sentence to stderr and
+    exits with STALL_EXIT_CODE; mlx.launch then terminates the other ranks.
+    """
+
+    def __init__(self, timeout, rank, world_size):
+        self.timeout, self.rank, self.world_size = float(timeout), rank, world_size
+        self._last = None
+        self._step = 0
+        if self.timeout > 0:
+            threading.Thread(target=self._watch, name="stall-watchdog", daemon=True).start()
+
+    def kick(self, step):
+        self._last, self._step = time.monotonic(), step
+
+    def pause(self):
+        self._last = None
+
+    def _watch(self):
+        while True:
+            time.sleep(min(5.0, self.timeout / 4))
+            last = self._last
+            if last is not None and time.monotonic() - last > self.timeout:
+                sys.stderr.write(
+                    f"error: rank {self.rank} of {self.world_size}: no training step finished for "
+                    f"{self.timeout:g} s after step {self._step}; another rank is stuck or its host is unreachable "
+                    f"(asleep, cable or network down), and the ring backend waits without a timeout. Stopping this "
+                    f"rank so mlx.launch ends the others; fix the host and rerun with --resume auto "
+                    f"({STALL_TIMEOUT_ENV}=SECONDS changes this wait, 0 turns it off).\n")
+                sys.stderr.flush()
+                os._exit(STALL_EXIT_CODE)

@@ -6,7 +6,8 @@ Runs the real command line (mlx.launch group, exit codes, error sentences) and, 
 training, writes this rank's parameters to DUMP_DIR/params_rank{r}.safetensors and the
 sample ids each of its epochs read to DUMP_DIR/seen_rank{r}.json. With DIE_AT_STEP=N
 in the environment, rank DIE_RANK (default 1) kills itself with SIGKILL on reaching
-optimizer step N, as a crashed or OOM-killed process would. SYNTHETIC_TRAIN_SIZE=n makes
+optimizer step N, as a crashed or OOM-killed process would; with DIE_MODE=hang it stops
+answering instead (sleeps), as a host that dropped off the network would. SYNTHETIC_TRAIN_SIZE=n makes
 the built-in synthetic train split n images (generating the default 5,000 takes seconds
 in every process).
 """
@@ -15,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import mlx_hjepa  # noqa: F401  (fast BLAS before mlx.core)
@@ -44,6 +46,9 @@ def recording_trainer(dump_dir):
         def _maybe_die(self):
             die_at = os.environ.get("DIE_AT_STEP")
             if die_at and self.rank == int(os.environ.get("DIE_RANK", "1")) and self.global_step >= int(die_at):
+                if os.environ.get("DIE_MODE") == "hang":
+                    self.watchdog.pause()  # silent, like a host that is gone: the others must notice
+                    time.sleep(60)
                 os.kill(os.getpid(), signal.SIGKILL)
 
         def fit(self):

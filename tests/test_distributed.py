@@ -148,16 +148,38 @@ def test_a_dead_rank_stops_the_job_and_resume_continues_exactly(two_ranks, tmp_p
     runs = tmp_path / "runs"
     # rank 1 is SIGKILLed in epoch 1 (rank 0 checkpointed the end of epoch 0 at step 4)
     code, out = launch(tmp_path / "dead", train_args(runs, B), env={"DIE_AT_STEP": "5"})
-    assert "rank 0 of 2 lost the connection to another process" in out, out
-    assert "--resume auto" in out and "Node with rank 1 exited with code -9" in out
+    # rank 0 either sees the lost connection first, or mlx.launch's SIGTERM (then it checkpoints)
+    assert "rank 0 of 2 lost the connection to another process" in out or "stopped at step" in out, out
+    assert "--resume auto" in out and "Node with rank 1 exited with code -9" in out and "Traceback" not in out
     assert not (tmp_path / "dead" / "params_rank0.safetensors").exists()
     # the same command with --resume auto ends where the straight run ended, on both ranks
     code, out = launch(tmp_path / "resumed", train_args(runs, B) + ["--resume", "auto"])
     assert code == 0 and "resumed from" in out, out
-    straight = params(dump, 0)
-    for rank in (0, 1):
-        resumed = params(tmp_path / "resumed", rank)
-        assert all(np.array_equal(resumed[k], straight[k]) for k in straight), rank
+    straight, rank0, rank1 = params(dump, 0), params(tmp_path / "resumed", 0), params(tmp_path / "resumed", 1)
+    assert all(np.array_equal(rank0[k], rank1[k]) for k in straight)
+    for k in straight:  # as for one process, a resumed run re-traces and may differ in the last bits
+        np.testing.assert_allclose(rank0[k], straight[k], atol=1e-6, rtol=0, err_msg=k)
+
+
+def test_a_rank_that_stops_answering_is_ended_by_the_stall_watchdog(tmp_path):
+    env = {"DIE_AT_STEP": "5", "DIE_MODE": "hang", "MLX_HJEPA_STALL_TIMEOUT": "3"}
+    code, out = launch(tmp_path / "dump", train_args(tmp_path / "runs", B), env=env)
+    # rank 1 hangs silently; rank 0, blocked in the gradient all-reduce, is ended by its watchdog
+    assert "rank 0 of 2: no training step finished for 3 s" in out and "--resume auto" in out, out
+    assert "Node with rank 0 exited with code 3" in out
+    assert not (tmp_path / "dump" / "params_rank0.safetensors").exists()
+
+
+def test_stall_timeout_must_be_seconds(monkeypatch):
+    from mlx_hjepa.distributed import DEFAULT_STALL_TIMEOUT, stall_timeout_from_env
+
+    monkeypatch.delenv("MLX_HJEPA_STALL_TIMEOUT", raising=False)
+    assert stall_timeout_from_env() == DEFAULT_STALL_TIMEOUT
+    monkeypatch.setenv("MLX_HJEPA_STALL_TIMEOUT", "0")
+    assert stall_timeout_from_env() == 0
+    monkeypatch.setenv("MLX_HJEPA_STALL_TIMEOUT", "ten minutes")
+    with pytest.raises(ValueError, match="MLX_HJEPA_STALL_TIMEOUT"):
+        stall_timeout_from_env()
 
 
 def test_resume_with_another_world_size_stops_with_a_clear_message(two_ranks, capsys):

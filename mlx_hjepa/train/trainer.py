@@ -17,7 +17,8 @@ import mlx.core as mx
 import numpy as np
 
 from .. import config as C
-from ..distributed import broadcast_from_rank0, broadcast_ints, peer_lost, shard_rows
+from ..distributed import (StallWatchdog, broadcast_from_rank0, broadcast_ints, peer_lost, shard_rows,
+                           stall_timeout_from_env)
 from ..objective import effective_rank
 from . import builders
 from .checkpoint import (STATE_FILE, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint,
@@ -95,6 +96,7 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
         self.eval_history = []
         self.tensorboard = None
+        self.watchdog = StallWatchdog(stall_timeout_from_env(), self.rank, self.world_size) if world else None
 
     # -- bookkeeping --------------------------------------------------------------------
     def _trainer_state(self):
@@ -221,22 +223,29 @@ class Trainer:
         try:
             with progress:
                 finished = self._train(progress)
-        except (Stopped, KeyboardInterrupt):
+        except (Stopped, KeyboardInterrupt) as stop:
             try:
                 folder = self.save()
             except RuntimeError as err:  # the step in flight needed a rank that is gone
                 if not peer_lost(err):
                     raise
                 raise self._peer_lost_error() from None
-            raise TrainingError(f"stopped at step {self.global_step}; checkpoint {folder}; continue with "
+            why = " by SIGTERM (mlx.launch sends it to every rank when one fails: see its warnings)" \
+                if isinstance(stop, Stopped) and self.world_size > 1 else ""
+            raise TrainingError(f"stopped at step {self.global_step}{why}; checkpoint {folder}; continue with "
                                 "--resume auto.") from None
         except RuntimeError as err:
             if not peer_lost(err):
                 raise
+            # mlx.launch is about to SIGTERM this rank too: say why before leaving
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            previous = None
             raise self._peer_lost_error() from None
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+            if self.watchdog is not None:
+                self.watchdog.pause()
         if not finished:
             folder = self.save()
             self.log(f"stopped at step {self.global_step} (--stop-at-step); checkpoint {folder}; "
@@ -275,6 +284,8 @@ class Trainer:
             if self._should_stop():
                 return False
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            if self.watchdog is not None:  # rank 0 checkpoints and evaluates while the others wait
+                self.watchdog.pause()
             self.save()
             if cfg.evaluation.eval_frequency > 0 and self.epoch % cfg.evaluation.eval_frequency == 0 \
                     and self.epoch < cfg.training.epochs:
@@ -293,6 +304,8 @@ class Trainer:
             raise TrainingError(f"loss became {loss} at step {self.global_step + 1} (epoch {self.epoch}); {where} "
                                 "and stays intact: lower training.lr or set training.clip_grad, then --resume auto.")
         window.add(out, loss, batch)
+        if self.watchdog is not None:
+            self.watchdog.kick(self.global_step + completes_update)
         if not completes_update:
             return
         self.global_step += 1
