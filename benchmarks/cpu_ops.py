@@ -7,6 +7,7 @@ interleaved over rounds and the fastest round is reported (the machine may be sh
 
     python benchmarks/cpu_ops.py              # batch 32, 3 rounds
     python benchmarks/cpu_ops.py --batch 8 --rounds 5
+    python benchmarks/cpu_ops.py --model      # also the project's whole ViT-S/16 encoder (slow)
 """
 
 import argparse
@@ -71,6 +72,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", action="store_true", help="also time the whole ViT-S/16 encoder")
     args = parser.parse_args()
 
     B = args.batch
@@ -97,6 +99,17 @@ def main():
         block = Block(act, sdpa)
         mx.eval(block.parameters())
         variants[("block", name)] = block_step(block, x)
+
+    if args.model:  # the project's encoder, 12 blocks, with the activation swapped in by name
+        from mlx_hjepa.models import vit
+
+        vit.ACTIVATIONS.setdefault("fast_gelu", fast_gelu)
+        images = mx.random.normal((B, 224, 224, 3))
+        for name, act in [("exact gelu", "gelu"), ("fast_gelu", "fast_gelu")]:
+            encoder = vit.build_encoder("vit_small", 224, act=act)
+            mx.eval(encoder.parameters())
+            loss_and_grad = nn.value_and_grad(encoder, lambda x, e=encoder: (e(x) ** 2).mean())
+            variants[("ViT-S enc", name)] = lambda f=loss_and_grad: f(images)
 
     runs = {}
     for (component, name), fn in variants.items():
