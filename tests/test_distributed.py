@@ -30,7 +30,8 @@ LAUNCH = shutil.which("mlx.launch", path=f"{Path(sys.executable).parent}{os.path
 B = 4  # per-rank batch; the single-process reference uses 2 * B
 # linear lr scaling: the same global batch must give the same lr, whatever the world size
 DIST_RUN = [item for item in TINY_RUN if not item.startswith("data.batch_size")] + ["training.lr_scaling=linear"]
-ENV = {"SYNTHETIC_TRAIN_SIZE": "64", "MLX_ENABLE_TF32": "0"}
+# one BLAS thread per rank: two ranks with one spinning OpenBLAS thread per core each run ~10x slower here
+ENV = {"SYNTHETIC_TRAIN_SIZE": "64", "MLX_ENABLE_TF32": "0", "OPENBLAS_NUM_THREADS": "1"}
 TIMEOUT = 120  # a hang fails the test instead of stalling CI
 
 pytestmark = pytest.mark.skipif(LAUNCH is None, reason="mlx.launch is not installed next to this Python")

@@ -1,0 +1,138 @@
+"""Data-parallel step throughput with 1 and 2 ranks on this machine, and the gradient all-reduce.
+
+    python benchmarks/distributed.py                      # the tests' tiny model, batch 8 per rank
+    python benchmarks/distributed.py --batch-size 16 --set model.encoder_type=vit_tiny_patch16 \
+        --set data.image_size=96                          # any config override
+
+Rows: one process with batch B, one process with batch 2B (the same global batch as two
+ranks), and `mlx.launch -n 2 --backend ring` on 127.0.0.1 with batch B per rank. Each
+worker times the compiled training step on fixed uint8 images and one mask shape (the
+step, not data loading or retracing), then `nn.average_gradients` alone on arrays shaped
+like the gradients: that is the communication each step waits for. Both ranks share
+this machine's cores, so the 2-rank rows say what the ring costs, not what two Macs gain.
+The last row gives each rank cores/2 OpenBLAS threads: on Linux, two ranks that each
+start one BLAS thread per core oversubscribe the CPU and OpenBLAS's spinning threads
+slow both down many times (Macs use Accelerate and the GPU, not OpenBLAS).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+ROOT = Path(__file__).resolve().parent.parent
+# the tiny model of tests/test_train.py (6x6 patch grid, 2 blocks)
+TINY = ["model.encoder_type=vit_tiny_patch8", "model.embed_dim=64", "model.depth=2", "model.num_heads=2",
+        "model.num_hierarchies=2", "model.predictor.embed_dim=32", "model.predictor.depth=1",
+        "model.predictor.num_heads=2", "data.dataset=synthetic", "data.image_size=48",
+        "loss.hierarchy_weights=[1.0, 0.5]"]
+RESULT = "RESULT "
+
+
+def worker(args):
+    import mlx_hjepa  # noqa: F401  (fast BLAS before mlx.core)
+    import mlx.core as mx
+    import mlx.nn as nn
+    import numpy as np
+    from mlx.utils import tree_flatten, tree_map
+
+    from mlx_hjepa import config as C
+    from mlx_hjepa.distributed import init_distributed, shard_rows
+    from mlx_hjepa.train import builders
+    from mlx_hjepa.train.step import TrainStep
+    from mlx_hjepa.train.trainer import select_device
+
+    group = init_distributed()
+    world, rank = (group.size(), group.rank()) if group else (1, 0)
+    cfg = C.load_config(ROOT / "configs" / "quickstart.yaml", TINY + args.set + [f"data.batch_size={args.batch_size}"])
+    select_device(cfg)
+    model = builders.build_model(cfg)
+    sampler = builders.build_mask_sampler(cfg, model)
+    step = TrainStep(model, builders.build_schedules(cfg, 100, world), builders.build_step_options(cfg), group=group)
+    B, S = cfg.data.batch_size, cfg.data.image_size
+    images = np.random.default_rng(rank).integers(0, 256, (B, S, S, 3), dtype=np.uint8)
+    masks = shard_rows(sampler(B * world, 0, 0), world, rank)  # one mask shape: the step, not retracing
+
+    def per_call(fn):
+        for _ in range(args.warmup):
+            mx.eval(fn())
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            mx.eval(fn())  # a sync per step, as the trainer's loss read does
+        return (time.perf_counter() - start) / args.steps
+
+    step_s = per_call(lambda: step(images, masks))
+    grads = tree_map(mx.zeros_like, model.trainable_parameters())
+    reduce_s = per_call(lambda: nn.average_gradients(grads, group=group)) if group else 0.0
+    grad_mb = sum(g.nbytes for _, g in tree_flatten(grads)) / 2**20
+    if rank == 0:
+        print(RESULT + json.dumps({"world": world, "batch": B, "step_s": step_s, "reduce_s": reduce_s,
+                                   "grad_mb": grad_mb}), flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(command, env=None):
+    out = subprocess.run(command, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900,
+                         env={**os.environ, **(env or {})})
+    lines = [line for line in out.stdout.splitlines() if line.startswith(RESULT)]
+    if not lines:
+        sys.exit(f"error: {' '.join(command[:4])} ... gave no result:\n{out.stdout}\n{out.stderr}")
+    return json.loads(lines[-1][len(RESULT):])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch-size", type=int, default=8, help="per rank (default 8)")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args)
+
+    launch = shutil.which("mlx.launch", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if launch is None:
+        sys.exit("error: mlx.launch not found next to this Python; install mlx (it ships the launcher).")
+    common = [str(Path(__file__).resolve()), "--worker", "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    common += [f"--set={item}" for item in args.set]
+    B = args.batch_size
+    two_ranks = [launch, "-n", "2", "--backend", "ring", "--starting-port", str(free_port())]
+    threads = max(1, (os.cpu_count() or 2) // 2)
+    results = [("default", run([sys.executable, *common, "--batch-size", str(B)])),
+               ("default", run([sys.executable, *common, "--batch-size", str(2 * B)])),
+               ("default", run([*two_ranks, sys.executable, *common, "--batch-size", str(B)])),
+               (f"OPENBLAS_NUM_THREADS={threads}", run([*two_ranks, f"--env=OPENBLAS_NUM_THREADS={threads}",
+                                                        sys.executable, *common, "--batch-size", str(B)],
+                                                       env={"OPENBLAS_NUM_THREADS": str(threads)}))]
+    same_global = results[1][1]["batch"] / results[1][1]["step_s"]
+    rows = []
+    for threads_note, r in results:
+        global_batch = r["batch"] * r["world"]
+        ips = global_batch / r["step_s"]
+        reduce = f"{r['reduce_s'] * 1e3:.2f} ({r['reduce_s'] / r['step_s']:.0%})" if r["world"] > 1 else "-"
+        speedup = f"{ips / same_global:.2f}x" if global_batch == 2 * B else "-"
+        rows.append([r["world"], threads_note, r["batch"], global_batch, f"{r['step_s'] * 1e3:.1f}", f"{ips:.0f}", reduce,
+                     f"{r['grad_mb']:.2f}", speedup])
+    from common import print_table
+
+    overrides = " ".join(args.set) or "none"
+    print_table(f"Data-parallel training step, tiny config (overrides: {overrides}); ring backend on 127.0.0.1",
+                ["ranks", "BLAS threads", "batch/rank", "global batch", "step ms", "img/s", "all-reduce ms/step (share)",
+                 "gradients MB", "vs 1 process, same global batch"], rows)
+
+
+if __name__ == "__main__":
+    main()
