@@ -186,7 +186,7 @@ def test_stall_timeout_must_be_seconds(monkeypatch):
 def test_resume_with_another_world_size_stops_with_a_clear_message(two_ranks, capsys):
     _, run_dir, _ = two_ranks
     before = (run_dir / "run.json").read_text(), (run_dir / "config.yaml").read_text()
-    code, out = run_cli(train_args(run_dir.parent, 2 * B) + ["--resume", "auto"], capsys)
+    code, out = run_cli(["--resume", run_dir], capsys)  # the run's own config.yaml loads
     assert code == 1
     assert "written by 2 process(es) and this run has 1" in out.err and "mlx.launch with 2 processes" in out.err
     assert "Traceback" not in out.err

@@ -80,7 +80,8 @@ def main(argv=None):
 
         world = init_distributed()
         if args.dry_run:
-            dry_run(cfg, world.size() if world else 1)
+            if world is None or world.rank() == 0:  # under mlx.launch, one copy of the summary
+                dry_run(cfg, world.size() if world else 1)
             return 0
         trainer = Trainer(cfg, run_dir=run_dir, resume=args.resume is not None, stop_at_step=args.stop_at_step,
                           world=world)
