@@ -1,6 +1,8 @@
 """Data-parallel step throughput with 1 and 2 ranks on this machine, and the gradient all-reduce.
 
     python benchmarks/distributed.py                      # the tests' tiny model, batch 8 per rank
+    python benchmarks/distributed.py --hostfile hosts.json --set model.encoder_type=vit_small_patch16_224 \
+        --set data.image_size=224 --batch-size 32       # two Macs (repo at the same path on both)
     python benchmarks/distributed.py --batch-size 16 --set model.encoder_type=vit_tiny_patch16 \
         --set data.image_size=96                          # any config override
 
@@ -98,6 +100,7 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    ap.add_argument("--hostfile", help="mlx.launch hostfile for the 2-rank rows (default: -n 2 on 127.0.0.1)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -109,14 +112,18 @@ def main():
     common = [str(Path(__file__).resolve()), "--worker", "--steps", str(args.steps), "--warmup", str(args.warmup)]
     common += [f"--set={item}" for item in args.set]
     B = args.batch_size
-    two_ranks = [launch, "-n", "2", "--backend", "ring", "--starting-port", str(free_port())]
-    threads = max(1, (os.cpu_count() or 2) // 2)
+    if args.hostfile:
+        two_ranks = [launch, "--hostfile", args.hostfile]
+    else:
+        two_ranks = [launch, "-n", "2", "--backend", "ring", "--starting-port", str(free_port())]
     results = [("default", run([sys.executable, *common, "--batch-size", str(B)])),
                ("default", run([sys.executable, *common, "--batch-size", str(2 * B)])),
-               ("default", run([*two_ranks, sys.executable, *common, "--batch-size", str(B)])),
-               (f"OPENBLAS_NUM_THREADS={threads}", run([*two_ranks, f"--env=OPENBLAS_NUM_THREADS={threads}",
-                                                        sys.executable, *common, "--batch-size", str(B)],
-                                                       env={"OPENBLAS_NUM_THREADS": str(threads)}))]
+               ("default", run([*two_ranks, sys.executable, *common, "--batch-size", str(B)]))]
+    if not args.hostfile:  # two ranks on one host: split the cores between them
+        threads = max(1, (os.cpu_count() or 2) // 2)
+        results.append((f"OPENBLAS_NUM_THREADS={threads}", run(
+            [*two_ranks, f"--env=OPENBLAS_NUM_THREADS={threads}", sys.executable, *common, "--batch-size", str(B)],
+            env={"OPENBLAS_NUM_THREADS": str(threads)})))
     same_global = results[1][1]["batch"] / results[1][1]["step_s"]
     rows = []
     for threads_note, r in results:
@@ -129,7 +136,8 @@ def main():
     from common import print_table
 
     overrides = " ".join(args.set) or "none"
-    print_table(f"Data-parallel training step, tiny config (overrides: {overrides}); ring backend on 127.0.0.1",
+    where = f"mlx.launch --hostfile {args.hostfile}" if args.hostfile else "ring backend on 127.0.0.1"
+    print_table(f"Data-parallel training step, tiny config (overrides: {overrides}); {where}",
                 ["ranks", "BLAS threads", "batch/rank", "global batch", "step ms", "img/s", "all-reduce ms/step (share)",
                  "gradients MB", "vs 1 process, same global batch"], rows)
 
