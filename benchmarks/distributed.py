@@ -131,15 +131,15 @@ def main():
         ips = global_batch / r["step_s"]
         reduce = f"{r['reduce_s'] * 1e3:.2f} ({r['reduce_s'] / r['step_s']:.0%})" if r["world"] > 1 else "-"
         speedup = f"{ips / same_global:.2f}x" if global_batch == 2 * B else "-"
-        rows.append([r["world"], threads_note, r["batch"], global_batch, f"{r['step_s'] * 1e3:.1f}", f"{ips:.0f}", reduce,
-                     f"{r['grad_mb']:.2f}", speedup])
+        rows.append([r["world"], threads_note, r["batch"], global_batch, f"{r['step_s'] * 1e3:.1f}", f"{ips:.0f}",
+                     reduce, f"{r['grad_mb']:.2f}", speedup])
     from common import print_table
 
     overrides = " ".join(args.set) or "none"
     where = f"mlx.launch --hostfile {args.hostfile}" if args.hostfile else "ring backend on 127.0.0.1"
     print_table(f"Data-parallel training step, tiny config (overrides: {overrides}); {where}",
-                ["ranks", "BLAS threads", "batch/rank", "global batch", "step ms", "img/s", "all-reduce ms/step (share)",
-                 "gradients MB", "vs 1 process, same global batch"], rows)
+                ["ranks", "BLAS threads", "batch/rank", "global batch", "step ms", "img/s",
+                 "all-reduce ms/step (share)", "gradients MB", "vs 1 process, same global batch"], rows)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,8 @@ import mlx_hjepa  # noqa: F401  (fast BLAS before mlx.core)
 import mlx.core as mx
 import numpy as np
 import pytest
-from test_train import ROOT, TINY_RUN, metrics, run_cli
-
 from mlx.utils import tree_flatten
+from test_train import ROOT, TINY_RUN, metrics, run_cli
 
 from mlx_hjepa import config as C
 from mlx_hjepa.data import build_dataloader, synthetic
