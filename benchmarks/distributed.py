@@ -1,20 +1,20 @@
 """Data-parallel step throughput with 1 and 2 ranks on this machine, and the gradient all-reduce.
 
-    python benchmarks/distributed.py                      # the tests' tiny model, batch 8 per rank
-    python benchmarks/distributed.py --hostfile hosts.json --set model.encoder_type=vit_small_patch16_224 \
-        --set data.image_size=224 --batch-size 32       # two Macs (repo at the same path on both)
-    python benchmarks/distributed.py --batch-size 16 --set model.encoder_type=vit_tiny_patch16 \
-        --set data.image_size=96                          # any config override
+    python benchmarks/distributed.py                     # the tests' tiny model, batch 8 per rank
+    python benchmarks/distributed.py --set data.image_size=96 --batch-size 16    # tiny, other overrides
+    python benchmarks/distributed.py --config configs/m1_max_imagenet100.yaml --batch-size 32 --hostfile hosts.json
+                                                         # a real config on two Macs (same repo path on both)
 
 Rows: one process with batch B, one process with batch 2B (the same global batch as two
-ranks), and `mlx.launch -n 2 --backend ring` on 127.0.0.1 with batch B per rank. Each
-worker times the compiled training step on fixed uint8 images and one mask shape (the
-step, not data loading or retracing), then `nn.average_gradients` alone on arrays shaped
-like the gradients: that is the communication each step waits for. Both ranks share
-this machine's cores, so the 2-rank rows say what the ring costs, not what two Macs gain.
-The last row gives each rank cores/2 OpenBLAS threads: on Linux, two ranks that each
-start one BLAS thread per core oversubscribe the CPU and OpenBLAS's spinning threads
-slow both down many times (Macs use Accelerate and the GPU, not OpenBLAS).
+ranks), and two ranks with batch B each (`mlx.launch -n 2 --backend ring` on 127.0.0.1,
+or --hostfile). Each worker times the compiled training step on fixed uint8 images and
+one mask shape (the step, not data loading or retracing), then `nn.average_gradients`
+alone on arrays shaped like the gradients: that is the communication each step waits
+for. Each time is the fastest of several rounds. On one host both ranks share its cores,
+so those rows say what the ring costs, not what two Macs gain. The last row gives each
+rank cores/2 OpenBLAS threads: on Linux, two ranks that each start one BLAS thread per
+core oversubscribe the CPU, and OpenBLAS's spinning threads slow both down many times
+(Macs use Accelerate and the GPU, not OpenBLAS).
 """
 
 import argparse
@@ -53,7 +53,9 @@ def worker(args):
 
     group = init_distributed()
     world, rank = (group.size(), group.rank()) if group else (1, 0)
-    cfg = C.load_config(ROOT / "configs" / "quickstart.yaml", TINY + args.set + [f"data.batch_size={args.batch_size}"])
+    base = TINY if args.config is None else []
+    cfg = C.load_config(args.config or ROOT / "configs" / "quickstart.yaml",
+                        base + args.set + [f"data.batch_size={args.batch_size}"])
     select_device(cfg)
     model = builders.build_model(cfg)
     sampler = builders.build_mask_sampler(cfg, model)
@@ -63,12 +65,16 @@ def worker(args):
     masks = shard_rows(sampler(B * world, 0, 0), world, rank)  # one mask shape: the step, not retracing
 
     def per_call(fn):
+        """Seconds per call: the fastest of `rounds` rounds of `steps` calls (robust on a shared machine)."""
         for _ in range(args.warmup):
             mx.eval(fn())
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            mx.eval(fn())  # a sync per step, as the trainer's loss read does
-        return (time.perf_counter() - start) / args.steps
+        rounds = []
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                mx.eval(fn())  # a sync per step, as the trainer's loss read does
+            rounds.append((time.perf_counter() - start) / args.steps)
+        return min(rounds)
 
     step_s = per_call(lambda: step(images, masks))
     grads = tree_map(mx.zeros_like, model.trainable_parameters())
@@ -97,8 +103,10 @@ def run(command, env=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch-size", type=int, default=8, help="per rank (default 8)")
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=10, help="steps per timed round (default 10)")
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds; the fastest counts (default 5)")
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--config", help="YAML config to time (default: quickstart with the tests' tiny model)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     ap.add_argument("--hostfile", help="mlx.launch hostfile for the 2-rank rows (default: -n 2 on 127.0.0.1)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -109,8 +117,10 @@ def main():
     launch = shutil.which("mlx.launch", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     if launch is None:
         sys.exit("error: mlx.launch not found next to this Python; install mlx (it ships the launcher).")
-    common = [str(Path(__file__).resolve()), "--worker", "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    common = [str(Path(__file__).resolve()), "--worker", "--steps", str(args.steps), "--rounds", str(args.rounds),
+              "--warmup", str(args.warmup)]
     common += [f"--set={item}" for item in args.set]
+    common += [f"--config={Path(args.config).resolve()}"] if args.config else []
     B = args.batch_size
     if args.hostfile:
         two_ranks = [launch, "--hostfile", args.hostfile]
@@ -135,9 +145,10 @@ def main():
                      reduce, f"{r['grad_mb']:.2f}", speedup])
     from common import print_table
 
+    what = args.config or "tiny config"
     overrides = " ".join(args.set) or "none"
     where = f"mlx.launch --hostfile {args.hostfile}" if args.hostfile else "ring backend on 127.0.0.1"
-    print_table(f"Data-parallel training step, tiny config (overrides: {overrides}); {where}",
+    print_table(f"Data-parallel training step, {what} (overrides: {overrides}); {where}",
                 ["ranks", "BLAS threads", "batch/rank", "global batch", "step ms", "img/s",
                  "all-reduce ms/step (share)", "gradients MB", "vs 1 process, same global batch"], rows)
 
