@@ -219,7 +219,8 @@ class Trainer:
                  f"epochs, batch {self.cfg.data.batch_size} per process x {self.world_size} process(es) x "
                  f"{self.cfg.training.accumulation_steps} accumulation = global batch {self.global_batch}")
         previous = signal.signal(signal.SIGTERM, _raise_stopped) if self.is_main else None
-        progress = Progress(self.total_steps, self.global_step, enabled=self.is_main, log=self.log)
+        progress = Progress(self.total_steps, self.global_step, enabled=self.is_main, log=self.log,
+                            images_per_step=self.global_batch)
         try:
             with progress:
                 finished = self._train(progress)
@@ -309,7 +310,7 @@ class Trainer:
         if not completes_update:
             return
         self.global_step += 1
-        progress.update(self.global_step, loss, out["lr"].item())
+        progress.update(self.global_step, self.epoch, loss, window.level_losses[-1], out["lr"].item())
         if self.global_step % log_every == 0 or self.global_step == self.total_steps:
             record = window.record(self.global_step, self.epoch, out, self.cfg.logging.log_dataset_distribution)
             self._write_metrics(record)
