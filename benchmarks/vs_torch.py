@@ -279,6 +279,13 @@ def timed(fn, sync):
     return time.perf_counter() - start
 
 
+def timed_cpu(fn, sync):
+    """(wall seconds, CPU seconds of this process: every thread, spinning included)."""
+    start, cpu = time.perf_counter(), time.process_time()
+    sync(fn())
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
 def mlx_sync(out):
     mx.eval(out)
 
@@ -299,45 +306,53 @@ def build_row(name, img_size, batch, act="gelu"):
     return model, masks, images
 
 
-def compare_row(label, name, img_size, batch, steps, rounds, extra_acts):
-    """Interleaved MLX/torch blocks of `steps` steps. Returns table rows and the MLX model + inputs."""
+def compare_row(label, name, img_size, batch, steps, rounds, extra_acts, torch_threads):
+    """Interleaved blocks of `steps` steps: each MLX variant, then PyTorch at each thread count, per round.
+    Returns table rows, the torch thread count that ran fastest, and what the breakdown needs."""
     model, masks, images = build_row(name, img_size, batch)
     torch_model = HJEPA(model)  # weights copied before any MLX step changes them
     mlx_steps = {"gelu": TrainStep(model, SCHEDULES, StepOptions(hierarchy_weights=LEVEL_WEIGHTS))}
     for act in extra_acts:  # the same model built with another activation, same init
         other, _, _ = build_row(name, img_size, batch, act=act)
         mlx_steps[act] = TrainStep(other, SCHEDULES, StepOptions(hierarchy_weights=LEVEL_WEIGHTS))
-    torch_step = TorchStep(torch_model, total_steps=(rounds + 1) * steps + 1)
+    torch_step = TorchStep(torch_model, total_steps=(rounds * len(torch_threads) + 1) * steps + 1)
     mx_images, mx_masks = mx.array(images), {k: mx.array(v) for k, v in masks.items() if not k.endswith("_boxes")}
     t_images, t_masks = torch.from_numpy(images), torch_masks(masks)
 
-    # warm-up: traces + JIT-compiles the MLX step; first losses from identical weights and inputs
+    # warm-up (traces and JIT-compiles the MLX step); first losses from identical weights and inputs
     first = {act: float(step(mx_images, mx_masks)["loss"].item()) for act, step in mlx_steps.items()}
+    torch.set_num_threads(torch_threads[-1])
     first["torch"] = float(torch_step(t_images, t_masks)[0])
-    for act, step in mlx_steps.items():
-        mx.eval(step(mx_images, mx_masks))
-    torch_step(t_images, t_masks)
 
     run_mlx = lambda step: lambda: [step(mx_images, mx_masks) for _ in range(steps)]
     run_torch = lambda: [torch_step(t_images, t_masks) for _ in range(steps)]
-    times = {act: [] for act in mlx_steps} | {"torch": []}
+    times = {act: [] for act in mlx_steps} | {n: [] for n in torch_threads}
     for _ in range(rounds):
         for act, step in mlx_steps.items():
-            times[act].append(timed(run_mlx(step), mlx_sync))
-        times["torch"].append(timed(run_torch, torch_sync))
+            times[act].append(timed_cpu(run_mlx(step), mlx_sync))
+        for n in torch_threads:
+            torch.set_num_threads(n)
+            times[n].append(timed_cpu(run_torch, torch_sync))
+    print(f"{label}, per round (wall s, CPU s) of each block of {steps} steps: " + "; ".join(
+        f"{k if isinstance(k, str) else f'torch {k} thr'}: " + ", ".join(f"({w:.1f}, {c:.1f})" for w, c in v)
+        for k, v in times.items()), flush=True)
 
     Kc, (M, Kt) = masks["context"].shape[1], masks["targets"].shape[1:]
     gflop = step_flops(model, Kc, M, Kt) / 1e9
-    ips = lambda t: batch * steps / t
-    torch_ips = statistics.median(ips(t) for t in times["torch"])
+    ips = lambda key: statistics.median(batch * steps / w for w, _ in times[key])
+    cpu_ms = lambda key: statistics.median(c / (batch * steps) * 1e3 for _, c in times[key])
+    ratio = lambda act, n, i: statistics.median(t[i] / m[i] for m, t in zip(times[act], times[n]))
     rows = []
     for act in mlx_steps:
-        mlx_ips = statistics.median(ips(t) for t in times[act])
-        ratio = statistics.median(t_torch / t_mlx for t_mlx, t_torch in zip(times[act], times["torch"]))
-        row_label = label if act == "gelu" else f"{label}, MLX with {act} (not exact GELU)"
-        rows.append(dict(label=row_label, steps=steps, mlx=mlx_ips, torch=torch_ips, ratio=ratio, gflop=gflop,
-                         loss_mlx=first[act], loss_torch=first["torch"], Kc=Kc, M=M, Kt=Kt))
-    return rows, (model, torch_model, masks, images)
+        rows.append(dict(
+            label=label if act == "gelu" else f"{label}, MLX with fast_gelu (not exact GELU)", steps=steps,
+            mlx=ips(act), mlx_cpu=cpu_ms(act), torch={n: ips(n) for n in torch_threads},
+            torch_cpu={n: cpu_ms(n) for n in torch_threads}, ratio={n: ratio(act, n, 0) for n in torch_threads},
+            cpu_ratio={n: ratio(act, n, 1) for n in torch_threads}, gflop=gflop, loss_mlx=first[act],
+            loss_torch=first["torch"], Kc=Kc, M=M, Kt=Kt))
+    fastest = max(torch_threads, key=ips)
+    whole_step = {"mlx": lambda: mlx_steps["gelu"](mx_images, mx_masks), "torch": lambda: torch_step(t_images, t_masks)}
+    return rows, fastest, (model, torch_model, masks, images, whole_step)
 
 
 # ---------------------------------------------------------------- per-component breakdown
@@ -441,9 +456,11 @@ def torch_components(model, masks, images):
             "AdamW + EMA update": adamw_ema}
 
 
-def breakdown(model, torch_model, masks, images, rounds):
-    """Median seconds of each part, MLX and torch interleaved; run after the step timings (it moves weights)."""
+def breakdown(model, torch_model, masks, images, whole_step, rounds):
+    """Median seconds of each part and of the whole step, MLX and torch interleaved; run after the step
+    timings (the parts move the weights)."""
     mlx_parts, torch_parts = mlx_components(model, masks, images), torch_components(torch_model, masks, images)
+    mlx_parts["whole step"], torch_parts["whole step"] = whole_step["mlx"], whole_step["torch"]
     for fn in mlx_parts.values():
         mx.eval(fn())
     for fn in torch_parts.values():
@@ -554,18 +571,21 @@ def op_breakdown(model, masks, batch, rounds):
 
 
 # ---------------------------------------------------------------- report
-def print_results(rows, parts, ops, batch, rounds):
+def print_results(rows, parts, ops, batch, rounds, torch_threads):
     print(f"\nH-JEPA train step, MLX vs PyTorch (fp32, batch {batch}, predictor min(384, width) x 6, 3 levels)")
     print(header())
-    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads, eager), "
-          f"MLX step compiled; {rounds} rounds of a block of steps per row, MLX and PyTorch blocks alternating; "
-          "img/s = median over rounds, ratio = median of per-round ratios (the machine may be shared: "
-          "alternating keeps both under the same load)\n")
-    cols = ["row", "steps/block", "img/s MLX", "img/s PyTorch", "GFLOP/img", "GFLOP/s MLX", "GFLOP/s PyTorch", "masks Kc/MxKt",
-            "loss step 0 MLX/PyTorch"]
-    table = [[r["label"], str(r["steps"]), f"{r['mlx']:.2f}", f"{r['torch']:.2f}", f"{r['gflop']:.2f}", f"{r['gflop'] * r['mlx']:.1f}",
-              f"{r['gflop'] * r['torch']:.1f}", f"{r['Kc']}/{r['M']}x{r['Kt']}",
-              f"{r['loss_mlx']:.5f}/{r['loss_torch']:.5f}"] for r in rows]
+    print(f"torch {torch.__version__}, eager, torch.set_num_threads({' and '.join(map(str, torch_threads))}); "
+          f"MLX step compiled (mlx_hjepa.train.step.TrainStep). {rounds} rounds; in each, one block of steps of "
+          "every column in turn. img/s and CPU ms/img (process CPU time, all threads, spinning included) are "
+          "medians over rounds; ratios are medians of per-round ratios, so load from other processes on a "
+          "shared machine hits both sides alike.\n")
+    cols = ["row", "steps/block", "img/s MLX"] + [f"img/s PyTorch {n} thr" for n in torch_threads]
+    cols += ["CPU ms/img MLX"] + [f"CPU ms/img PyTorch {n} thr" for n in torch_threads]
+    cols += ["GFLOP/img", "masks Kc, MxKt", "loss step 0 MLX / PyTorch"]
+    table = [[r["label"], str(r["steps"]), f"{r['mlx']:.2f}"] + [f"{r['torch'][n]:.2f}" for n in torch_threads]
+             + [f"{r['mlx_cpu']:.0f}"] + [f"{r['torch_cpu'][n]:.0f}" for n in torch_threads]
+             + [f"{r['gflop']:.2f}", f"{r['Kc']}, {r['M']}x{r['Kt']}", f"{r['loss_mlx']:.5f} / {r['loss_torch']:.5f}"]
+             for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
     print(line(cols))
@@ -574,17 +594,24 @@ def print_results(rows, parts, ops, batch, rounds):
         print(line(t))
     print()
     for r in rows:
-        print(f"{r['label']}: ratio MLX/PyTorch: {r['ratio']:.2f}")
+        n = torch_threads[0]
+        others = "".join(f"; against PyTorch {m} thr: {r['ratio'][m]:.2f}" for m in torch_threads[1:])
+        cpu = ", ".join(f"{m} thr {r['cpu_ratio'][m]:.2f}" for m in torch_threads)
+        print(f"{r['label']}: ratio MLX/PyTorch: {r['ratio'][n]:.2f}   (PyTorch {n} thr{others}; "
+              f"by CPU time: {cpu})")
 
-    for label, (step_ms, part_times) in parts.items():
+    for label, (threads, part_times) in parts.items():
         print(f"\nPer-component breakdown, {label} (ms per step). Method: each part is its own function "
               "(mx.compile'd, taking the model state as input) on the step's real shapes and masks, timed alone "
-              "with the same part in PyTorch beside it, median over rounds; backward parts differentiate a fixed "
-              "random cotangent. 'rest' = whole step - sum of parts (work the split leaves out: "
-              "grad norm, metrics, fusion across the part boundaries, the cotangent products).")
+              f"with the same part in PyTorch ({threads} thr, its faster setting above) beside it and the whole "
+              "step in the same rounds, median over rounds; "
+              "backward parts differentiate a fixed random cotangent. 'rest' = whole step - sum of parts (what the "
+              "split leaves out: grad norm, metrics, fusion across part boundaries; negative = noise or fusion "
+              "the parts alone miss).")
         print(f"| {'part':<34} | {'MLX ms':>9} | {'% of MLX step':>13} | {'PyTorch ms':>10} | {'MLX/PyTorch time':>16} |")
         print(f"|{'-' * 36}|{'-' * 11}|{'-' * 15}|{'-' * 12}|{'-' * 18}|")
-        names = list(dict.fromkeys(p for p, _ in part_times))
+        names = [p for p in dict.fromkeys(p for p, _ in part_times) if p != "whole step"]
+        step_ms = {fw: part_times[("whole step", fw)] * 1e3 for fw in ("mlx", "torch")}
         for p in names:
             m, t = part_times[(p, "mlx")] * 1e3, part_times[(p, "torch")] * 1e3
             print(f"| {p:<34} | {m:9.0f} | {100 * m / step_ms['mlx']:12.0f}% | {t:10.0f} | {m / t:16.2f} |")
@@ -594,9 +621,10 @@ def print_results(rows, parts, ops, batch, rounds):
         print(f"| {'whole step':<34} | {step_ms['mlx']:9.0f} | {100:12.0f}% | {step_ms['torch']:10.0f} | "
               f"{step_ms['mlx'] / step_ms['torch']:16.2f} |")
 
-    for label, op_times in ops.items():
+    for label, (threads, op_times) in ops.items():
         print(f"\nOp classes inside the transformer blocks, {label} (ms per step, summed over target fwd, context "
-              "fwd+bwd and predictor fwd+bwd, each block timed alone at that stack's shape x depth; MLX compiled). "
+              "fwd+bwd and predictor fwd+bwd, each block timed alone at that stack's shape x depth; MLX compiled; "
+              f"PyTorch {threads} thr). "
               "'gap' = MLX - PyTorch: what each op class costs MLX beyond PyTorch.")
         stacks = list(next(iter(op_times.values())).keys())
         print("| op class | " + " | ".join(f"MLX {s}" for s in stacks) + " | MLX total | PyTorch total | gap |")
@@ -613,33 +641,40 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="ViT-T/16 @96 only, few steps")
     ap.add_argument("--steps", type=int, default=None,
-                    help="steps per timed block (default 8 at ViT-T @96, 2 at ViT-S @224; --quick 4)")
-    ap.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 5, --quick 3)")
+                    help="steps per timed block (default 8 at ViT-T @96, 1 at ViT-S @224; --quick 4)")
+    ap.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 3)")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--torch-threads", type=int, default=os.cpu_count(),
+                    help="torch.set_num_threads for the main PyTorch column (default: all cores); 1 thread is "
+                         "timed too (on a loaded machine OpenMP's 2-thread barriers can be far slower)")
+    ap.add_argument("--rows", default=None, help="comma list of tiny96, small224 (default both; --quick tiny96)")
     ap.add_argument("--no-breakdown", action="store_true", help="only the step timings")
     args = ap.parse_args()
-    rounds = args.rounds or (3 if args.quick else 5)
-    torch.set_num_threads(os.cpu_count())
+    rounds = args.rounds or 3
+    torch_threads = [args.torch_threads] + ([1] if args.torch_threads > 1 else [])
     extra_acts = []
     if fast_gelu is not None:
         mlx_vit.ACTIVATIONS.setdefault("fast_gelu", fast_gelu)
         extra_acts = ["fast_gelu"]
-    specs = [("ViT-T/16 @96", "vit_tiny", 96, 4 if args.quick else 8)]
-    if not args.quick:
-        specs.append(("ViT-S/16 @224", "vit_small", 224, 2))
+    all_specs = {"tiny96": ("ViT-T/16 @96", "vit_tiny", 96, 4 if args.quick else 8),
+                 "small224": ("ViT-S/16 @224", "vit_small", 224, 1)}
+    chosen = args.rows.split(",") if args.rows else (["tiny96"] if args.quick else list(all_specs))
+    unknown = [r for r in chosen if r not in all_specs]
+    if unknown:
+        raise SystemExit(f"Unknown row(s) {unknown}; use a comma list of {', '.join(all_specs)}.")
 
     rows, parts, ops = [], {}, {}
-    for label, name, size, steps in specs:
+    for key in chosen:
+        label, name, size, steps = all_specs[key]
         steps = args.steps or steps
-        row, (model, torch_model, masks, images) = compare_row(label, name, size, args.batch, steps, rounds,
-                                                               extra_acts)
+        row, fastest, (model, torch_model, masks, images, whole_step) = compare_row(
+            label, name, size, args.batch, steps, rounds, extra_acts, torch_threads)
         rows += row
-        print(f"{label}: MLX {row[0]['mlx']:.2f} img/s, PyTorch {row[0]['torch']:.2f} img/s", flush=True)
         if not args.no_breakdown:
-            step_ms = {"mlx": args.batch / row[0]["mlx"] * 1e3, "torch": args.batch / row[0]["torch"] * 1e3}
-            parts[label] = (step_ms, breakdown(model, torch_model, masks, images, rounds))
-            ops[label] = op_breakdown(model, masks, args.batch, rounds)
-    print_results(rows, parts, ops, args.batch, rounds)
+            torch.set_num_threads(fastest)
+            parts[label] = (fastest, breakdown(model, torch_model, masks, images, whole_step, rounds))
+            ops[label] = (fastest, op_breakdown(model, masks, args.batch, rounds))
+    print_results(rows, parts, ops, args.batch, rounds, torch_threads)
 
 
 if __name__ == "__main__":
