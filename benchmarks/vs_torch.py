@@ -10,13 +10,18 @@ model's weights, so the first losses of the two agree (printed as a check).
 
 MLX and PyTorch blocks of steps alternate over several rounds and the median is
 reported, so load from other processes on a shared machine hits both alike; the
-ratio is the median of the per-round ratios. Then the MLX step is broken down into its
-parts, each timed as its own function (compiled in MLX), with the same parts in PyTorch
-beside it, and the transformer blocks inside those parts are split into op classes.
+ratio is the median of the per-round ratios. PyTorch runs with all cores
+(torch.set_num_threads(os.cpu_count())) and, as a second column, with one thread: on
+an oversubscribed machine OpenMP's barriers make 2 threads several times slower than 1.
+Process CPU time per image is reported beside wall time. Then the MLX step is broken
+down into its parts, each timed as its own compiled function, with the same part in
+PyTorch beside it, and the transformer blocks inside those parts are split into op
+classes (linears, attention core, GELU, layer norms) timed at the step's shapes.
 
-    pip install torch==2.13.0                # the `bench` extra; CPU build
-    python benchmarks/vs_torch.py            # ViT-T/16 @96 and ViT-S/16 @224, batch 32
-    python benchmarks/vs_torch.py --quick    # ViT-T/16 @96, few steps
+    pip install torch==2.13.0                       # the `bench` extra; CPU build
+    python benchmarks/vs_torch.py                   # ViT-T/16 @96 and ViT-S/16 @224, batch 32
+    python benchmarks/vs_torch.py --quick           # ViT-T/16 @96, few steps
+    python benchmarks/vs_torch.py --rows small224 --rounds 2
 """
 
 import argparse
