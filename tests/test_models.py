@@ -104,3 +104,23 @@ def test_hierarchy_levels_validated():
         tiny_hjepa(num_hierarchies=5)
     with pytest.raises(ValueError, match="fewer levels"):
         tiny_hjepa(num_hierarchies=4, img_size=32)  # 4x4 grid cannot hold 8x8 windows
+
+
+def test_fast_gelu_encoder_stays_within_the_export_tolerance_of_exact_gelu():
+    """Weights trained with fast_gelu are exported to timm's exact-GELU ViT: features must agree to 1e-4."""
+    mx.random.seed(3)
+    exact = VisionTransformer(img_size=64, patch_size=16, embed_dim=192, depth=12, num_heads=3)
+    fast = VisionTransformer(img_size=64, patch_size=16, embed_dim=192, depth=12, num_heads=3, act="fast_gelu")
+    fast.update(exact.parameters())
+    x = mx.random.normal((4, 64, 64, 3))
+    a, b = np.array(exact(x)), np.array(fast(x))
+    assert np.abs(a - b).max() / np.abs(a).max() < 1e-4
+    assert not np.array_equal(a, b)  # it is a different function, not an alias
+
+
+def test_activation_is_a_config_key():
+    from mlx_hjepa.config import ConfigError, load_config
+
+    assert load_config({"data": {"dataset": "synthetic"}, "model": {"activation": "fast_gelu"}}).model.activation == "fast_gelu"
+    with pytest.raises(ConfigError, match="fast_gelu"):
+        load_config({"data": {"dataset": "synthetic"}, "model": {"activation": "fast-gelu"}})

@@ -18,7 +18,8 @@ def build_model(cfg):
     enc = C.resolve_encoder(cfg)
     pred = C.resolve_predictor(cfg)
     encoder = VisionTransformer(img_size=enc["img_size"], patch_size=enc["patch_size"], embed_dim=enc["embed_dim"],
-                                depth=enc["depth"], num_heads=enc["num_heads"], mlp_ratio=enc["mlp_ratio"])
+                                depth=enc["depth"], num_heads=enc["num_heads"], mlp_ratio=enc["mlp_ratio"],
+                                act=cfg.model.activation)
     return HJEPA(encoder, pred["embed_dim"], pred["depth"], pred["num_heads"], pred["mlp_ratio"],
                  cfg.model.num_hierarchies)
 
