@@ -76,9 +76,27 @@ def broadcast_ints(values, group):
     return [int(v) for v in mx.distributed.all_sum(ints, group=group).tolist()]
 
 
+class PeerLostError(RuntimeError):
+    """A collective came back without every rank's contribution."""
+
+
+def check_peers(group):
+    """Raise PeerLostError unless every rank answers a sum of ones.
+
+    When a rank dies mid-step, MLX 0.32's ring backend raises on one waiting array but can
+    hand back other collectives in flight holding only this rank's data, without an error.
+    Collectives run in order over reliable sockets, so a correct answer here means every
+    earlier one was complete: call it before writing weights computed by collectives.
+    """
+    answered = mx.distributed.all_sum(mx.ones(1, dtype=mx.int32), group=group).item()
+    if answered != group.size():
+        raise PeerLostError(f"[ring] connection to a peer was lost ({answered} of {group.size()} ranks answered)")
+
+
 def peer_lost(error):
     """Whether an exception from a collective means another rank stopped or became unreachable."""
-    return isinstance(error, RuntimeError) and any(p in str(error) for p in PEER_LOST_PHRASES)
+    return isinstance(error, PeerLostError) or (
+        isinstance(error, RuntimeError) and any(p in str(error) for p in PEER_LOST_PHRASES))
 
 
 STALL_TIMEOUT_ENV = "MLX_HJEPA_STALL_TIMEOUT"

@@ -27,8 +27,10 @@ from mlx_hjepa.train import builders
 DRIVER = Path(__file__).parent / "distributed_driver.py"
 LAUNCH = shutil.which("mlx.launch", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
 B = 4  # per-rank batch; the single-process reference uses 2 * B
-# linear lr scaling: the same global batch must give the same lr, whatever the world size
-DIST_RUN = [item for item in TINY_RUN if not item.startswith("data.batch_size")] + ["training.lr_scaling=linear"]
+# linear lr scaling: the same global batch must give the same lr, whatever the world size. No VICReg:
+# its variance/covariance terms are statistics of each rank's shard, like an unsynchronised BatchNorm.
+DIST_RUN = [item for item in TINY_RUN if not item.startswith("data.batch_size")] + [
+    "training.lr_scaling=linear", "loss.use_vicreg=false"]
 # one BLAS thread per rank: two ranks with one spinning OpenBLAS thread per core each run ~10x slower here
 ENV = {"SYNTHETIC_TRAIN_SIZE": "64", "MLX_ENABLE_TF32": "0", "OPENBLAS_NUM_THREADS": "1"}
 TIMEOUT = 120  # a hang fails the test instead of stalling CI
@@ -148,8 +150,9 @@ def test_a_dead_rank_stops_the_job_and_resume_continues_exactly(two_ranks, tmp_p
     runs = tmp_path / "runs"
     # rank 1 is SIGKILLed in epoch 1 (rank 0 checkpointed the end of epoch 0 at step 4)
     code, out = launch(tmp_path / "dead", train_args(runs, B), env={"DIE_AT_STEP": "5"})
-    # rank 0 either sees the lost connection first, or mlx.launch's SIGTERM (then it checkpoints)
-    assert "rank 0 of 2 lost the connection to another process" in out or "stopped at step" in out, out
+    # rank 0 sees the lost connection first, or mlx.launch's SIGTERM; neither writes a checkpoint
+    assert "rank 0 of 2 lost the connection to another process" in out or "rank 0 stopped near step" in out, out
+    assert "step_00000004" in out
     assert "--resume auto" in out and "Node with rank 1 exited with code -9" in out and "Traceback" not in out
     assert not (tmp_path / "dead" / "params_rank0.safetensors").exists()
     # the same command with --resume auto ends where the straight run ended, on both ranks

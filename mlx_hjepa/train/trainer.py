@@ -17,7 +17,7 @@ import mlx.core as mx
 import numpy as np
 
 from .. import config as C
-from ..distributed import (StallWatchdog, broadcast_from_rank0, broadcast_ints, peer_lost, shard_rows,
+from ..distributed import (StallWatchdog, broadcast_from_rank0, broadcast_ints, check_peers, peer_lost, shard_rows,
                            stall_timeout_from_env)
 from ..objective import effective_rank
 from . import builders
@@ -112,6 +112,11 @@ class Trainer:
         return f"step_{self.global_step:08d}"
 
     def save(self):
+        if self.group is not None:  # every rank calls save at the same point of the run
+            # a collective that failed when a rank died can leave wrong values without raising:
+            # write weights only once every rank has answered after computing them
+            mx.eval(self.model.parameters(), self.step.optimizer.state)
+            check_peers(self.group)
         if not self.is_main:
             return None
         folder = save_checkpoint(self.ckpt_dir, self._checkpoint_name(), self.model, self.step.optimizer.state,
@@ -192,9 +197,14 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.global_step = position
         self.step.micro_step = self.batch_in_epoch
 
+    def _last_checkpoint_text(self):
+        if not self.is_main:
+            return "checkpoints are on rank 0"
+        last = latest_checkpoint(self.ckpt_dir) if self.ckpt_dir.is_dir() else None
+        return f"the last checkpoint is {last}" if last else "no checkpoint was written yet"
+
     def _peer_lost_error(self):
-        last = latest_checkpoint(self.ckpt_dir) if self.is_main and self.ckpt_dir.is_dir() else None
-        where = f"the last checkpoint is {last}" if last else "checkpoints are on rank 0"
+        where = self._last_checkpoint_text()
         return TrainingError(f"rank {self.rank} of {self.world_size} lost the connection to another process of this "
                              f"run near step {self.global_step + 1} (a rank crashed, was stopped, or its host became "
                              f"unreachable: see the other ranks' output); {where}: fix the cause and rerun the same "
@@ -225,15 +235,18 @@ class Trainer:
             with progress:
                 finished = self._train(progress)
         except (Stopped, KeyboardInterrupt) as stop:
-            try:
-                folder = self.save()
-            except RuntimeError as err:  # the step in flight needed a rank that is gone
-                if not peer_lost(err):
-                    raise
-                raise self._peer_lost_error() from None
-            why = " by SIGTERM (mlx.launch sends it to every rank when one fails: see its warnings)" \
-                if isinstance(stop, Stopped) and self.world_size > 1 else ""
-            raise TrainingError(f"stopped at step {self.global_step}{why}; checkpoint {folder}; continue with "
+            if self.world_size > 1:
+                # The step in flight may have lost a rank, and a collective that fails that way can
+                # leave wrong values without an error: keep the last checkpoint, write no doubtful one.
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                previous = None
+                why = "SIGTERM (mlx.launch sends it to every rank when one fails: see its warnings)" \
+                    if isinstance(stop, Stopped) else "Ctrl-C"
+                raise TrainingError(f"rank {self.rank} stopped near step {self.global_step + 1} by {why}; with "
+                                    f"several processes a stop writes no checkpoint; {self._last_checkpoint_text()}"
+                                    ": continue with --resume auto.") from None
+            folder = self.save()
+            raise TrainingError(f"stopped at step {self.global_step}; checkpoint {folder}; continue with "
                                 "--resume auto.") from None
         except RuntimeError as err:
             if not peer_lost(err):
@@ -285,9 +298,9 @@ class Trainer:
             if self._should_stop():
                 return False
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-            if self.watchdog is not None:  # rank 0 checkpoints and evaluates while the others wait
-                self.watchdog.pause()
             self.save()
+            if self.watchdog is not None:  # rank 0 writes and evaluates while the others wait
+                self.watchdog.pause()
             if cfg.evaluation.eval_frequency > 0 and self.epoch % cfg.evaluation.eval_frequency == 0 \
                     and self.epoch < cfg.training.epochs:
                 self._evaluate(progress)
