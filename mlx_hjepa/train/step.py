@@ -103,10 +103,17 @@ class TrainStep:
             averaged = dict(tree_flatten(nn.average_gradients(grads, group=self.group)))
             grads = tree_map_with_path(lambda path, _: averaged[path], grads)
             # the global batch's loss on every rank: logs match one process, and a NaN on any
-            # rank stops all of them at the same step
-            losses = mx.distributed.all_sum(mx.concatenate([loss[None], per_level]), group=self.group)
-            loss, per_level = losses[0] / self.world_size, losses[1:] / self.world_size
-        metrics = {"loss": loss, "level_losses": per_level, "target_std": feature_std(pooled), "pooled": pooled}
+            # rank stops all of them at the same step. The trailing 1 counts the ranks that
+            # answered: a ring collective that loses a peer can return without an error.
+            one = mx.ones(1, dtype=loss.dtype)
+            summed = mx.distributed.all_sum(mx.concatenate([loss[None], per_level.astype(loss.dtype), one]),
+                                            group=self.group)
+            loss, per_level = summed[0] / self.world_size, summed[1:-1] / self.world_size
+            ranks_answered = summed[-1]
+        else:
+            ranks_answered = mx.array(1.0)
+        metrics = {"loss": loss, "level_losses": per_level, "target_std": feature_std(pooled), "pooled": pooled,
+                   "ranks_answered": ranks_answered}
         return grads, metrics
 
     def _update(self, grads):

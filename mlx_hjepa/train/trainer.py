@@ -17,8 +17,8 @@ import mlx.core as mx
 import numpy as np
 
 from .. import config as C
-from ..distributed import (StallWatchdog, broadcast_from_rank0, broadcast_ints, check_peers, peer_lost, shard_rows,
-                           stall_timeout_from_env)
+from ..distributed import (PeerLostError, StallWatchdog, broadcast_from_rank0, broadcast_ints, check_peers,
+                           peer_lost, shard_rows, stall_timeout_from_env)
 from ..objective import effective_rank
 from . import builders
 from .checkpoint import (STATE_FILE, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint,
@@ -312,6 +312,8 @@ class Trainer:
 
     def _finish_micro_step(self, out, batch, completes_update, window, progress, log_every):
         loss = out["loss"].item()
+        if self.group is not None and out["ranks_answered"].item() != self.world_size:
+            raise PeerLostError(f"{out['ranks_answered'].item():g} of {self.world_size} ranks answered")
         if not math.isfinite(loss):
             last = latest_checkpoint(self.ckpt_dir) if self.ckpt_dir.is_dir() else None
             where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
