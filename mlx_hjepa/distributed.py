@@ -8,7 +8,9 @@ averages gradients over the group, so all ranks stay bit-identical. Only rank 0 
 When a rank dies its sockets close and the others' next collective fails with
 "[ring] connection to a peer was lost" (mlx 0.32); `peer_lost` recognises that so the
 trainer can stop with one sentence instead of a traceback, and `mlx.launch` then
-terminates the remaining ranks. A peer that stays connected but never answers (a host
+terminates the remaining ranks. Other collectives in flight at that moment may return
+only this rank's data without any error, so nothing is checkpointed before `check_peers`
+confirms that every rank answered. A peer that stays connected but never answers (a host
 that slept or dropped off the network) makes the others wait in the collective forever,
 deaf to Ctrl-C and SIGTERM, since the ring backend has no timeout: `StallWatchdog` ends
 such a rank from a thread (the wait releases the GIL).
