@@ -198,3 +198,25 @@ def test_tensorboard_optional(tmp_path, capsys):
         with pytest.warns(UserWarning, match="tensorboard"):
             code, _ = run_cli(tiny_args(tmp_path, "logging.use_tensorboard=true", "training.epochs=1"), capsys)
         assert code == 0 and (tmp_path / "quickstart" / "metrics.jsonl").is_file()
+
+
+def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_that_resumes(tmp_path, capsys):
+    args = [str(a) for a in tiny_args(tmp_path, "training.epochs=50")]
+    proc = subprocess.Popen([sys.executable, "-m", "mlx_hjepa.train", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics_file = tmp_path / "quickstart" / "metrics.jsonl"
+    for _ in range(600):  # wait until a few steps are logged
+        if metrics_file.is_file() and len(metrics_file.read_text().splitlines()) >= 3:
+            break
+        proc.wait(timeout=0.1) if proc.poll() is not None else __import__("time").sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "stopped by SIGTERM at step" in err, err[-2000:]
+    step = int(err.split("stopped by SIGTERM at step ")[1].split(";")[0])
+    state = json.loads((tmp_path / "quickstart" / "checkpoints" / f"step_{step:08d}" / "state.json").read_text())
+    assert state["step"] == step and state["epoch"] * 4 + state["batch"] == step
+    # the checkpoint holds exactly `step` updates: the same weights as a run told to stop there
+    reference = tmp_path / "reference"
+    assert run_cli(tiny_args(reference, "training.epochs=50") + ["--stop-at-step", step], capsys)[0] == 0
+    a, b = final_weights(tmp_path / "quickstart"), final_weights(reference / "quickstart")
+    assert all(np.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)

@@ -96,6 +96,8 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
         self.eval_history = []
         self.tensorboard = None
+        self._pending = None  # (metrics, batch, completes an update) of the step dispatched last
+        self._stop_signal = None  # set by SIGTERM in a single-process run
         self.watchdog = StallWatchdog(stall_timeout_from_env(), self.rank, self.world_size) if world else None
 
     # -- bookkeeping --------------------------------------------------------------------
@@ -228,7 +230,10 @@ class Trainer:
         self.log(f"{self.dataset.samples_per_epoch} images per epoch, {self.steps_per_epoch} steps/epoch x {self.cfg.training.epochs} "
                  f"epochs, batch {self.cfg.data.batch_size} per process x {self.world_size} process(es) x "
                  f"{self.cfg.training.accumulation_steps} accumulation = global batch {self.global_batch}")
-        previous = signal.signal(signal.SIGTERM, _raise_stopped) if self.is_main else None
+        # One process: SIGTERM asks for a stop at the next step boundary (checkpoint, then exit 1).
+        # Several: the launcher's SIGTERM means a rank failed, and it interrupts at once (below).
+        handler = self._request_stop if self.world_size == 1 else _raise_stopped
+        previous = signal.signal(signal.SIGTERM, handler) if self.is_main else None
         progress = Progress(self.total_steps, self.global_step, enabled=self.is_main, log=self.log,
                             images_per_step=self.global_batch)
         try:
@@ -245,6 +250,9 @@ class Trainer:
                 raise TrainingError(f"rank {self.rank} stopped near step {self.global_step + 1} by {why}; with "
                                     f"several processes a stop writes no checkpoint; {self._last_checkpoint_text()}"
                                     ": continue with --resume auto.") from None
+            if not self._settle_pending():
+                raise TrainingError(f"stopped at step {self.global_step + 1}, whose loss was not finite; "
+                                    f"{self._last_checkpoint_text()} stays intact.") from None
             folder = self.save()
             raise TrainingError(f"stopped at step {self.global_step}; checkpoint {folder}; continue with "
                                 "--resume auto.") from None
@@ -260,6 +268,10 @@ class Trainer:
                 signal.signal(signal.SIGTERM, previous)
             if self.watchdog is not None:
                 self.watchdog.pause()
+        if not finished and self._stop_signal is not None:
+            folder = self.save()
+            raise TrainingError(f"stopped by {signal.Signals(self._stop_signal).name} at step {self.global_step}; "
+                                f"checkpoint {folder}; continue with --resume auto.")
         if not finished:
             folder = self.save()
             self.log(f"stopped at step {self.global_step} (--stop-at-step); checkpoint {folder}; "
@@ -271,10 +283,9 @@ class Trainer:
         cfg = self.cfg
         B, A = cfg.data.batch_size, cfg.training.accumulation_steps
         log_every = cfg.logging.log_frequency
-        window = Window(self.dataset_names())
+        window = Window(self.dataset_names(), self.world_size)
         while self.epoch < cfg.training.epochs:
             batches = self.loader.epoch_iter(self.epoch, self.batch_in_epoch)
-            pending = None
             t_wait = time.perf_counter()
             try:
                 for b in range(self.batch_in_epoch, self.batches_per_epoch):
@@ -282,17 +293,20 @@ class Trainer:
                     # every rank draws the global batch's masks and keeps its own rows (see shard_rows)
                     masks = shard_rows(self.sampler(B * self.world_size, self.epoch, b), self.world_size, self.rank)
                     window.data_wait += time.perf_counter() - t_wait
-                    if pending is not None:
-                        self._finish_micro_step(*pending, window, progress, log_every)
+                    if self._pending is not None:
+                        self._finish_micro_step(*self._pending, window, progress, log_every)
+                        self._pending = None
                         if self._should_stop():
                             return False
                     out = self.step(batch["image"], masks)
                     mx.async_eval(out)
-                    pending = (out, batch, (b + 1) % A == 0)
+                    # From here the model holds this step's update: a stop must count it (_settle_pending).
+                    self._pending = (out, batch, (b + 1) % A == 0)
                     self.batch_in_epoch = b + 1
                     t_wait = time.perf_counter()
-                if pending is not None:
-                    self._finish_micro_step(*pending, window, progress, log_every)
+                if self._pending is not None:
+                    self._finish_micro_step(*self._pending, window, progress, log_every)
+                    self._pending = None
             finally:
                 batches.close()
             if self._should_stop():
@@ -306,9 +320,24 @@ class Trainer:
                 self._evaluate(progress)
         return True
 
+    def _settle_pending(self):
+        """After a stop signal: count the step already dispatched (the model holds its update).
+        False if that step's loss is not finite, so nothing may be saved."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return True
+        out, _, completes_update = pending
+        if not math.isfinite(out["loss"].item()):
+            return False
+        self.global_step += int(completes_update)
+        return True
+
+    def _request_stop(self, signum, frame):
+        self._stop_signal = signum
+
     def _should_stop(self):
-        return self.stop_at_step is not None and self.global_step >= self.stop_at_step and \
-            self.batch_in_epoch % self.cfg.training.accumulation_steps == 0
+        asked = self._stop_signal is not None or (self.stop_at_step is not None and self.global_step >= self.stop_at_step)
+        return asked and self.batch_in_epoch % self.cfg.training.accumulation_steps == 0
 
     def _finish_micro_step(self, out, batch, completes_update, window, progress, log_every):
         loss = out["loss"].item()
@@ -387,8 +416,8 @@ def _raise_stopped(signum, frame):
 class Window:
     """Running sums between two log lines."""
 
-    def __init__(self, names):
-        self.names = names
+    def __init__(self, names, world_size=1):
+        self.names, self.world_size = names, world_size  # img/s counts every rank's images
         self.reset()
 
     def reset(self):
@@ -397,7 +426,7 @@ class Window:
         self.mix = np.zeros(len(self.names), dtype=np.int64)
 
     def add(self, out, loss, batch):
-        self.images += len(batch["image"])
+        self.images += len(batch["image"]) * self.world_size
         self.losses.append(loss)
         self.level_losses.append(np.array(out["level_losses"]))
         self.mix += np.bincount(batch["dataset"], minlength=len(self.names))[: len(self.names)]
