@@ -117,13 +117,15 @@ def test_resume_mid_epoch_matches_a_straight_run(tmp_path, capsys):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k], b[k], atol=1e-6, rtol=0)
-    # Every logged value is identical, except the effective rank, whose SVD runs in threaded
-    # LAPACK and may differ in the 7th digit on identical input.
+    # The same lines, key for key; numbers agree to float32 round-off (threaded BLAS and LAPACK
+    # sum in a schedule-dependent order, so two runs may differ in the 7th digit).
     a_metrics, b_metrics = metrics(straight / "quickstart"), metrics(split / "quickstart")
-    a_ranks = [rec.pop("effective_rank") for rec in a_metrics]
-    b_ranks = [rec.pop("effective_rank") for rec in b_metrics]
-    assert a_metrics == b_metrics and len(a_metrics) == 8
-    assert a_ranks == pytest.approx(b_ranks, rel=1e-5)
+    assert len(a_metrics) == len(b_metrics) == 8
+    for a_rec, b_rec in zip(a_metrics, b_metrics):
+        assert a_rec.keys() == b_rec.keys()
+        for key in a_rec:
+            assert a_rec[key] == (pytest.approx(b_rec[key], rel=1e-5) if isinstance(a_rec[key], float)
+                                  else b_rec[key]), key
     # periodic checkpoints pruned to keep_last_k=1 plus the latest, which is the same one here
     assert sorted(p.name for p in (split / "quickstart" / "checkpoints").glob("step_*")) == ["step_00000008"]
     assert (split / "quickstart" / "encoder.safetensors").is_file()
