@@ -462,8 +462,8 @@ def torch_components(model, masks, images):
 
 
 def breakdown(model, torch_model, masks, images, whole_step, rounds):
-    """Median seconds of each part and of the whole step, MLX and torch interleaved; run after the step
-    timings (the parts move the weights)."""
+    """Fastest-round seconds of each part and of the whole step, MLX and torch interleaved (the fastest round
+    is the least disturbed by other processes); run after the step timings (the parts move the weights)."""
     mlx_parts, torch_parts = mlx_components(model, masks, images), torch_components(torch_model, masks, images)
     mlx_parts["whole step"], torch_parts["whole step"] = whole_step["mlx"], whole_step["torch"]
     for fn in mlx_parts.values():
@@ -475,7 +475,7 @@ def breakdown(model, torch_model, masks, images, whole_step, rounds):
         for part in mlx_parts:
             times[(part, "mlx")].append(timed(mlx_parts[part], mlx_sync))
             times[(part, "torch")].append(timed(torch_parts[part], torch_sync))
-    return {key: statistics.median(t) for key, t in times.items()}
+    return {key: min(t) for key, t in times.items()}
 
 
 # ---------------------------------------------------------------- op classes inside the blocks
@@ -571,7 +571,7 @@ def op_breakdown(model, masks, batch, rounds):
                 mlx_t.append(timed(mlx_ops[name], mlx_sync))
                 torch_t.append(timed(torch_ops[name], torch_sync))
             for fw, t in (("mlx", mlx_t), ("torch", torch_t)):
-                totals.setdefault((name, fw), {})[part] = depth * statistics.median(t)
+                totals.setdefault((name, fw), {})[part] = depth * min(t)
     return totals
 
 
@@ -609,7 +609,7 @@ def print_results(rows, parts, ops, batch, rounds, torch_threads):
         print(f"\nPer-component breakdown, {label} (ms per step). Method: each part is its own function "
               "(mx.compile'd, taking the model state as input) on the step's real shapes and masks, timed alone "
               f"with the same part in PyTorch ({threads} thr, its faster setting above) beside it and the whole "
-              "step in the same rounds, median over rounds; "
+              "step in the same rounds, fastest of the rounds (least disturbed by other load); "
               "backward parts differentiate a fixed random cotangent. 'rest' = whole step - sum of parts (what the "
               "split leaves out: grad norm, metrics, fusion across part boundaries; negative = noise or fusion "
               "the parts alone miss).")
@@ -628,7 +628,8 @@ def print_results(rows, parts, ops, batch, rounds, torch_threads):
 
     for label, (threads, op_times) in ops.items():
         print(f"\nOp classes inside the transformer blocks, {label} (ms per step, summed over target fwd, context "
-              "fwd+bwd and predictor fwd+bwd, each block timed alone at that stack's shape x depth; MLX compiled; "
+              "fwd+bwd and predictor fwd+bwd, one block's ops timed alone at that stack's shape x depth, fastest of "
+              "the rounds; MLX compiled; "
               f"PyTorch {threads} thr). "
               "'gap' = MLX - PyTorch: what each op class costs MLX beyond PyTorch.")
         stacks = list(next(iter(op_times.values())).keys())
