@@ -613,7 +613,8 @@ def print_results(rows, parts, ops, batch, rounds, torch_threads):
               "backward parts differentiate a fixed random cotangent. 'rest' = whole step - sum of parts (what the "
               "split leaves out: grad norm, metrics, fusion across part boundaries; negative = noise or fusion "
               "the parts alone miss).")
-        print(f"| {'part':<34} | {'MLX ms':>9} | {'% of MLX step':>13} | {'PyTorch ms':>10} | {'MLX/PyTorch time':>16} |")
+        print(f"| {'part':<34} | {'MLX ms':>9} | {'% of MLX step':>13} | {'PyTorch ms':>10} | "
+              f"{'MLX/PyTorch time':>16} |")
         print(f"|{'-' * 36}|{'-' * 11}|{'-' * 15}|{'-' * 12}|{'-' * 18}|")
         names = [p for p in dict.fromkeys(p for p, _ in part_times) if p != "whole step"]
         step_ms = {fw: part_times[("whole step", fw)] * 1e3 for fw in ("mlx", "torch")}
