@@ -228,6 +228,14 @@ def test_synthetic_is_deterministic_balanced_and_not_colour_coded():
     assert (stats(val_images) @ weights).argmax(1).__eq__(val_labels).mean() < 0.3
 
 
+def test_synthetic_draws_one_large_figure_on_a_flat_background():
+    images, _ = make_synthetic.__wrapped__("val", 200, 32, seed=0)
+    assert all(len(np.unique(image.reshape(-1, 3), axis=0)) == 2 for image in images)
+    # Corners are always background; the figure is large enough for 8 px target blocks to land on it.
+    figure = (images != images[:, :1, :1]).any(axis=-1).mean(axis=(1, 2))
+    assert figure.min() > 0.05 and figure.mean() > 0.2
+
+
 def test_synthetic_through_build_dataset():
     ds = build_dataset("synthetic", split="val", image_size=16, num_samples=50, resolution=24)
     assert len(ds) == 50 and ds.num_classes == 10 and ds.image_shape == (24, 24, 3)
