@@ -2,7 +2,8 @@
 synthetic data, exports its target encoder, and that encoder beats a randomly initialised
 one on k-NN (the trainer's own final evaluation, written to eval_knn.json).
 
-This runs the real config: a few minutes on a 2-core CPU."""
+This runs the real config, shortened from 4 epochs to 3 so that it takes about 4 minutes
+on a 2-core CPU (the full quickstart takes about 5; 3 epochs: k-NN 33.9% vs 13.3% at seed 0)."""
 
 import json
 from pathlib import Path
@@ -12,10 +13,11 @@ from mlx_hjepa import config as C
 from mlx_hjepa.train.__main__ import main
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+SHORTER = ["--set", "training.epochs=3", "--set", "evaluation.eval_frequency=3"]
 
 
 def test_quickstart_learns_and_exports_a_loadable_encoder(tmp_path):
-    assert main([str(QUICKSTART), "--output-dir", str(tmp_path)]) == 0
+    assert main([str(QUICKSTART), "--output-dir", str(tmp_path), *SHORTER]) == 0
     cfg = C.load_config(QUICKSTART)
     run_dir = tmp_path / cfg.experiment.name
 
