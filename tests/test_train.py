@@ -30,7 +30,8 @@ TINY_RUN = ["model.encoder_type=vit_tiny_patch8", "model.embed_dim=64", "model.d
             "data.num_workers=1", "data.samples_per_epoch=32", "training.epochs=2", "training.warmup_epochs=1",
             "logging.log_frequency=1", "evaluation.eval_frequency=0", "loss.hierarchy_weights=[1.0, 0.5]",
             "checkpoint.save_frequency=1", "checkpoint.keep_last_k=1"]
-TIMING_KEYS = {"img_per_s", "data_wait_frac", "peak_memory_gb"}
+# Keys that describe this process (speed, memory, compile traces), not the training state
+TIMING_KEYS = {"img_per_s", "data_wait_frac", "peak_memory_gb", "step_traces"}
 
 
 def run_cli(args, capsys=None):
@@ -217,8 +218,10 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_that_resumes(tmp_pat
     step = int(err.split("stopped by SIGTERM at step ")[1].split(";")[0])
     state = json.loads((tmp_path / "quickstart" / "checkpoints" / f"step_{step:08d}" / "state.json").read_text())
     assert state["step"] == step and state["epoch"] * 4 + state["batch"] == step
-    # the checkpoint holds exactly `step` updates: the same weights as a run told to stop there
+    # The checkpoint holds exactly `step` updates: the weights of a run told to stop there. One
+    # update more or less moves some weight by ~1e-3 (lr 1e-3, Adam); two processes differ by
+    # ~1e-5 at most (threaded BLAS sums in a schedule-dependent order).
     reference = tmp_path / "reference"
     assert run_cli(tiny_args(reference, "training.epochs=50") + ["--stop-at-step", step], capsys)[0] == 0
     a, b = final_weights(tmp_path / "quickstart"), final_weights(reference / "quickstart")
-    assert all(np.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
+    assert max(np.abs(a[k] - b[k]).max() for k in a) < 1e-4

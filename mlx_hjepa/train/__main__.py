@@ -92,6 +92,10 @@ def main(argv=None):
     except TrainingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a second Ctrl-C (or a signal) while the first was being handled
+        print("error: interrupted; the last checkpoint in the run directory is intact (continue with --resume auto).",
+              file=sys.stderr)
+        return 130
     if summary.get("finished") and "encoder" in summary:  # rank 0 of several processes, or the only one
         print(f"done: run directory {summary['run_dir']}; encoder {summary.get('encoder')}")
     return 0

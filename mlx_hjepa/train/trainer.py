@@ -35,7 +35,7 @@ class TrainingError(RuntimeError):
     """Stops a run with one sentence for the user (the CLI prints it without a traceback)."""
 
 
-class Stopped(Exception):
+class Stopped(KeyboardInterrupt):
     """SIGTERM / Ctrl-C: checkpoint where we are, then leave."""
 
 
@@ -257,11 +257,11 @@ class Trainer:
             raise TrainingError(f"stopped at step {self.global_step}; checkpoint {folder}; continue with "
                                 "--resume auto.") from None
         except RuntimeError as err:
-            if not peer_lost(err):
-                raise
-            # mlx.launch is about to SIGTERM this rank too: say why before leaving
+            # first thing: mlx.launch is about to SIGTERM this rank too, which must not cut the report short
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             previous = None
+            if not peer_lost(err):
+                raise
             raise self._peer_lost_error() from None
         finally:
             if previous is not None:
@@ -357,6 +357,7 @@ class Trainer:
         progress.update(self.global_step, self.epoch, loss, window.level_losses[-1], out["lr"].item())
         if self.global_step % log_every == 0 or self.global_step == self.total_steps:
             record = window.record(self.global_step, self.epoch, out, self.cfg.logging.log_dataset_distribution)
+            record["step_traces"] = self.step.trace_count  # compiled-step traces so far: one per new mask shape
             self._write_metrics(record)
             progress.describe(record)
             window.reset()
