@@ -44,7 +44,7 @@ from mlx_hjepa.masks import MultiBlockMaskSampler  # noqa: E402
 from mlx_hjepa.models import build_hjepa, step_flops  # noqa: E402
 from mlx_hjepa.models import vit as mlx_vit  # noqa: E402
 from mlx_hjepa.models.vit import sincos_pos_embed_2d  # noqa: E402
-from mlx_hjepa.objective import hierarchical_loss  # noqa: E402
+from mlx_hjepa.objective import hierarchical_loss, window_counts  # noqa: E402
 from mlx_hjepa.train.optimizer import AdamW as MlxAdamW  # noqa: E402
 from mlx_hjepa.train.schedules import Schedules  # noqa: E402
 from mlx_hjepa.train.step import IMAGENET_MEAN, IMAGENET_STD, StepOptions, TrainStep, normalize_images  # noqa: E402
@@ -192,9 +192,8 @@ def pool_grid(tokens, grid, s):
     Hl, Wl = math.ceil(H / s), math.ceil(W / s)
     x = F.pad(tokens.reshape(B, H, W, D), (0, 0, 0, Wl * s - W, 0, Hl * s - H))
     x = x.reshape(B, Hl, s, Wl, s, D).sum(dim=(2, 4))
-    rows = torch.tensor([min(s, H - i * s) for i in range(Hl)], dtype=x.dtype)
-    cols = torch.tensor([min(s, W - j * s) for j in range(Wl)], dtype=x.dtype)
-    return (x / torch.outer(rows, cols)[None, :, :, None]).reshape(B, Hl * Wl, D)
+    counts = torch.from_numpy(window_counts(grid, s)).to(x.dtype)  # patches per window, edge windows partial
+    return (x / counts[None, :, :, None]).reshape(B, Hl * Wl, D)
 
 
 def hierarchical_loss_torch(predictions, target_tokens, masks, heads, grid):
