@@ -1,10 +1,7 @@
 import json
-import math
-import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import mlx.core as mx
@@ -18,7 +15,6 @@ from mlx_hjepa.data import build_dataloader
 from mlx_hjepa.export import load_model_checkpoint
 from mlx_hjepa.train import __main__ as train_cli
 from mlx_hjepa.train import builders
-from mlx_hjepa.train.trainer import Trainer
 
 CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
 ROOT = Path(__file__).parent.parent

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import signal
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -165,9 +164,8 @@ class Trainer:
         if not self.is_main:
             return
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        text = C.config_to_yaml(self.cfg) + f"# world_size: {self.world_size}, global batch: {self.global_batch}\n"
         tmp = self.run_dir / ".config.yaml.tmp"
-        tmp.write_text(text)
+        tmp.write_text(C.config_to_yaml(self.cfg))  # world size and global batch go to run.json
         os.replace(tmp, self.run_dir / "config.yaml")
         # The launch, kept out of config.yaml (which holds only what a config may set): the
         # world size comes from mlx.launch, not from the config.
