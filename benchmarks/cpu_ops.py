@@ -102,11 +102,12 @@ def main():
 
     if args.model:  # the project's encoder, 12 blocks, with the activation swapped in by name
         from mlx_hjepa.models import vit
+        from mlx_hjepa.rules import encoder_config
 
-        vit.ACTIVATIONS.setdefault("fast_gelu", fast_gelu)
+        vit.ACTIVATION_FNS.setdefault("fast_gelu", fast_gelu)
         images = mx.random.normal((B, 224, 224, 3))
         for name, act in [("exact gelu", "gelu"), ("fast_gelu", "fast_gelu")]:
-            encoder = vit.build_encoder("vit_small", 224, act=act)
+            encoder = vit.VisionTransformer(**encoder_config("vit_small", 224, act=act))
             mx.eval(encoder.parameters())
             loss_and_grad = nn.value_and_grad(encoder, lambda x, e=encoder: (e(x) ** 2).mean())
             variants[("ViT-S enc", name)] = lambda f=loss_and_grad: f(images)

@@ -47,9 +47,11 @@ def worker(args):
 
     from mlx_hjepa import config as C
     from mlx_hjepa.distributed import init_distributed, shard_rows
-    from mlx_hjepa.train import builders
-    from mlx_hjepa.train.step import TrainStep
-    from mlx_hjepa.train.trainer import select_device
+    from mlx_hjepa.masks import MultiBlockMaskSampler
+    from mlx_hjepa.models import HJEPA
+    from mlx_hjepa.train.device import select_device
+    from mlx_hjepa.train.schedules import Schedules
+    from mlx_hjepa.train.step import StepOptions, TrainStep
 
     group = init_distributed()
     world, rank = (group.size(), group.rank()) if group else (1, 0)
@@ -57,9 +59,9 @@ def worker(args):
     cfg = C.load_config(args.config or ROOT / "configs" / "quickstart.yaml",
                         base + args.set + [f"data.batch_size={args.batch_size}"])
     select_device(cfg)
-    model = builders.build_model(cfg)
-    sampler = builders.build_mask_sampler(cfg, model)
-    step = TrainStep(model, builders.build_schedules(cfg, 100, world), builders.build_step_options(cfg), group=group)
+    model = HJEPA.from_config(C.model_config(cfg), seed=cfg.experiment.seed)
+    sampler = MultiBlockMaskSampler.from_config(cfg.masking, model.grid_size, cfg.model.num_hierarchies)
+    step = TrainStep(model, Schedules.from_config(cfg, 100, world), StepOptions.from_config(cfg), group=group)
     B, S = cfg.data.batch_size, cfg.data.image_size
     images = np.random.default_rng(rank).integers(0, 256, (B, S, S, 3), dtype=np.uint8)
     masks = shard_rows(sampler(B * world, 0, 0), world, rank)  # one mask shape: the step, not retracing

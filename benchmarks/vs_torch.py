@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import header  # noqa: E402  (imports mlx_hjepa first: fast BLAS before mlx.core)
+from common import bench_model, header  # noqa: E402  (imports mlx_hjepa first: fast BLAS before mlx.core)
 
 import mlx.core as mx  # noqa: E402
 import mlx.nn as mnn  # noqa: E402
@@ -41,13 +41,15 @@ import numpy as np  # noqa: E402
 from mlx.utils import tree_flatten, tree_map  # noqa: E402
 
 from mlx_hjepa.masks import MultiBlockMaskSampler  # noqa: E402
-from mlx_hjepa.models import build_hjepa, step_flops  # noqa: E402
+from mlx_hjepa.models import step_flops  # noqa: E402
 from mlx_hjepa.models import vit as mlx_vit  # noqa: E402
 from mlx_hjepa.models.vit import sincos_pos_embed_2d  # noqa: E402
 from mlx_hjepa.objective import hierarchical_loss, window_counts  # noqa: E402
 from mlx_hjepa.train.optimizer import AdamW as MlxAdamW  # noqa: E402
 from mlx_hjepa.train.schedules import Schedules  # noqa: E402
-from mlx_hjepa.train.step import IMAGENET_MEAN, IMAGENET_STD, StepOptions, TrainStep, normalize_images  # noqa: E402
+from mlx_hjepa.models import normalize_images  # noqa: E402
+from mlx_hjepa.rules import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from mlx_hjepa.train.step import StepOptions, TrainStep  # noqa: E402
 
 try:
     import torch
@@ -299,10 +301,7 @@ def torch_sync(out):
 
 
 def build_row(name, img_size, batch, act="gelu"):
-    dim = mlx_vit.PRESETS[name]["embed_dim"]
-    mx.random.seed(0)
-    model = build_hjepa(name, img_size=img_size, patch_size=16, num_hierarchies=3, predictor_dim=min(384, dim),
-                        predictor_depth=6, act=act)
+    model = bench_model(name, img_size, act, levels=3)
     mx.eval(model.parameters())
     sampler = MultiBlockMaskSampler(model.grid_size, num_hierarchies=3)
     masks = sampler(batch, 0, 0)  # one mask shape for every step: steady state, no retracing
@@ -342,7 +341,7 @@ def compare_row(label, name, img_size, batch, steps, rounds, extra_acts, torch_t
         for k, v in times.items()), flush=True)
 
     Kc, (M, Kt) = masks["context"].shape[1], masks["targets"].shape[1:]
-    gflop = step_flops(model, Kc, M, Kt) / 1e9
+    gflop = step_flops(model.config(), Kc, M, Kt) / 1e9
     ips = lambda key: statistics.median(batch * steps / w for w, _ in times[key])
     cpu_ms = lambda key: statistics.median(c / (batch * steps) * 1e3 for _, c in times[key])
     ratio = lambda act, n, i: statistics.median(t[i] / m[i] for m, t in zip(times[act], times[n]))
@@ -660,7 +659,7 @@ def main():
     torch_threads = [args.torch_threads] + ([1] if args.torch_threads > 1 else [])
     extra_acts = []
     if fast_gelu is not None:
-        mlx_vit.ACTIVATIONS.setdefault("fast_gelu", fast_gelu)
+        mlx_vit.ACTIVATION_FNS.setdefault("fast_gelu", fast_gelu)
         extra_acts = ["fast_gelu"]
     all_specs = {"tiny96": ("ViT-T/16 @96", "vit_tiny", 96, 4 if args.quick else 8),
                  "small224": ("ViT-S/16 @224", "vit_small", 224, 1)}

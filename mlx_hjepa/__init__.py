@@ -9,8 +9,9 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
+    # lazy: importing the package must not import mlx.core before the BLAS preload above
     if name == "load_encoder":
-        from .export import load_encoder
+        from .rundir import load_encoder
 
         return load_encoder
     raise AttributeError(f"module 'mlx_hjepa' has no attribute {name!r}")

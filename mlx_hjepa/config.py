@@ -27,21 +27,11 @@ from typing import Any, Optional, Union
 
 import yaml
 
-DATASET_NAMES = ("imagenet", "imagenet100", "imagefolder", "cifar10", "cifar100", "stl10", "synthetic")
-SAMPLING_STRATEGIES = ("weighted", "balanced", "concat")
-PATCH_SIZES = (8, 14, 16)
-MAX_HIERARCHIES = 4
-# name: (embed_dim, depth, num_heads); mlp_ratio 4 for all, as in timm.
-ENCODER_PRESETS = {
-    "tiny": (192, 12, 3),
-    "small": (384, 12, 6),
-    "base": (768, 12, 12),
-    "large": (1024, 24, 16),
-}
+from .masks import MultiBlockMaskSampler
+from .rules import (ACTIVATIONS, DATASET_NAMES, LOSS_SPELLINGS, MAX_HIERARCHIES, PATCH_SIZES, SAMPLING_STRATEGIES,
+                    encoder_config)
+
 DEVICES = {"auto": "auto", "gpu": "gpu", "cpu": "cpu", "mps": "gpu", "cuda": "gpu", "metal": "gpu"}
-# Spellings accepted -> the one stored (huber with delta 1 is smooth-L1 with beta 1).
-LOSS_TYPES = {"smooth_l1": "smooth_l1", "smoothl1": "smooth_l1", "huber": "smooth_l1", "mse": "mse", "l2": "mse"}
-ACTIVATIONS = ("gelu", "fast_gelu")
 LR_SCHEDULES = ("cosine", "linear", "constant")
 LR_SCALINGS = ("none", "linear")
 
@@ -594,25 +584,8 @@ def _unknown_key_message(path: str) -> str:
 # ------------------------------------------------------------------------------------ encoders
 
 
-_ENCODER_NAME = re.compile(r"^vit_(?P<size>[a-z]+?)(?:_patch(?P<patch>\d+))?(?:_(?P<img>\d+))?$")
-
-
-def parse_encoder_type(name: str) -> tuple[str, Optional[int], Optional[int]]:
-    """'vit_small_patch16_224' -> ('small', 16, 224); 'vit_tiny' -> ('tiny', None, None)."""
-    match = _ENCODER_NAME.match(name.strip().lower())
-    if not match or match["size"] not in ENCODER_PRESETS:
-        sizes = "|".join(ENCODER_PRESETS)
-        raise ConfigError(
-            f"Config key 'model.encoder_type' is '{name}'; use vit_{{{sizes}}}, optionally with a patch and "
-            f"image size as in timm (e.g. vit_small_patch16_224)."
-        )
-    patch = int(match["patch"]) if match["patch"] else None
-    img = int(match["img"]) if match["img"] else None
-    return match["size"], patch, img
-
-
 def resolve_encoder(model: Union[Config, ModelConfig], image_size: Optional[int] = None) -> dict:
-    """Encoder dimensions from `encoder_type` and the explicit overrides.
+    """Encoder dimensions from `encoder_type` and the explicit overrides (rules.encoder_config).
 
     Given a whole Config, the image size is data.image_size. The image size in a timm-style
     name (the 224 in vit_small_patch16_224) is informational only: data.image_size rules.
@@ -620,19 +593,24 @@ def resolve_encoder(model: Union[Config, ModelConfig], image_size: Optional[int]
     if isinstance(model, Config):
         image_size = model.data.image_size if image_size is None else image_size
         model = model.model
-    size, name_patch, name_img = parse_encoder_type(model.encoder_type)
-    embed_dim, depth, num_heads = ENCODER_PRESETS[size]
-    def first(*values):
-        return next(v for v in values if v is not None)
+    try:
+        resolved = encoder_config(model.encoder_type, image_size, model.patch_size, model.embed_dim, model.depth,
+                                  model.num_heads, model.mlp_ratio, model.activation)
+    except ValueError as err:
+        raise ConfigError(f"Config key 'model.encoder_type': {err}") from None
+    del resolved["act"]
+    return resolved
 
-    return dict(
-        embed_dim=first(model.embed_dim, embed_dim),
-        depth=first(model.depth, depth),
-        num_heads=first(model.num_heads, num_heads),
-        patch_size=first(model.patch_size, name_patch, 16),
-        mlp_ratio=first(model.mlp_ratio, 4.0),
-        img_size=first(image_size, name_img, 224),
-    )
+
+def run_dir_of(cfg: Config) -> Path:
+    """<experiment.output_dir>/<experiment.name>: where a run writes (mlx_hjepa.rundir owns what is inside)."""
+    return Path(cfg.experiment.output_dir) / cfg.experiment.name
+
+
+def model_config(cfg: Config) -> dict:
+    """The `HJEPA.from_config` dict this run's config describes."""
+    encoder = dict(resolve_encoder(cfg), act=cfg.model.activation)
+    return {"encoder": encoder, "predictor": resolve_predictor(cfg), "num_hierarchies": cfg.model.num_hierarchies}
 
 
 def resolve_predictor(cfg: Config) -> dict:
@@ -659,12 +637,31 @@ def vicreg_weights(cfg: Config) -> tuple[float, float]:
     return v.std_coeff / v.sim_coeff, v.cov_coeff / v.sim_coeff
 
 
+def global_batch(cfg: Config, world_size: int = 1) -> int:
+    """Images per optimizer step: batch per process x accumulation steps x processes."""
+    return cfg.data.batch_size * cfg.training.accumulation_steps * world_size
+
+
 def scaled_lr(cfg: Config, world_size: int = 1) -> float:
     """Peak learning rate after training.lr_scaling (linear: lr * global batch / 256)."""
     if cfg.training.lr_scaling == "linear":
-        global_batch = cfg.data.batch_size * cfg.training.accumulation_steps * world_size
-        return cfg.training.lr * global_batch / 256
+        return cfg.training.lr * global_batch(cfg, world_size) / 256
     return cfg.training.lr
+
+
+def launch_info(cfg: Config, world_size: int) -> dict:
+    """What a launch adds to the config (run.json): the world size comes from mlx.launch."""
+    return {"world_size": world_size, "global_batch": global_batch(cfg, world_size),
+            "batch_size_per_process": cfg.data.batch_size, "accumulation_steps": cfg.training.accumulation_steps,
+            "peak_lr": scaled_lr(cfg, world_size), "lr_scaling": cfg.training.lr_scaling}
+
+
+def checkpoints_to_keep(cfg: Config, steps_per_epoch: int, step: int) -> set:
+    """Steps whose checkpoints stay after a save at `step`: that one, and the last checkpoint.keep_last_k
+    of those taken every checkpoint.save_frequency epochs."""
+    every, k = cfg.checkpoint.save_frequency, cfg.checkpoint.keep_last_k
+    periodic = [e * steps_per_epoch for e in range(every, cfg.training.epochs + 1, every) if e * steps_per_epoch <= step]
+    return {step, *periodic[-k:]}
 
 
 # ---------------------------------------------------------------------------------- validation
@@ -814,23 +811,18 @@ def _check_masking(cfg: Config, check: _Checks, grid: Optional[int]) -> None:
     blocks_ok = check.range("masking.mask_scale", mk.mask_scale, 0.0, 1.0) & check.range("masking.aspect_ratio", mk.aspect_ratio, 0.0, None)
     check.range("masking.context_scale", mk.context_scale, 0.0, 1.0)
     check(mk.min_keep >= 1, f"Config key 'masking.min_keep' is {mk.min_keep}; use at least 1 context token (I-JEPA: 10).")
-    if grid is None:
+    if grid is None or not blocks_ok or mk.min_keep < 1 or mk.num_target_masks < 1 or not 1 <= levels <= MAX_HIERARCHIES:
         return
-    tokens = grid * grid
-    if blocks_ok:
-        largest = _largest_block_area(grid, mk.mask_scale[1], mk.aspect_ratio)
-        check(mk.min_keep <= tokens - largest,
-              f"Config key 'masking.min_keep' ({mk.min_keep}) cannot be met on the {grid}x{grid} patch grid: a target block of up to {largest} patches "
-              f"leaves at most {tokens - largest} context patches; lower min_keep or masking.mask_scale, or use more patches (larger image, smaller patch).")
-    if not 2 <= levels <= MAX_HIERARCHIES:
-        return
-    window = 2 ** (levels - 1)
-    if check(window <= grid,
-             f"Config key 'model.num_hierarchies' ({levels}) is too many for a {grid}x{grid} patch grid: the coarsest level pools {window}x{window} windows; use at most {grid.bit_length()}.") and blocks_ok:
-        side = _largest_block_side(grid, mk.mask_scale[1], mk.aspect_ratio)
-        check(side >= window,
-              f"Config key 'model.num_hierarchies' ({levels}): the coarsest level pools {window}x{window} windows but a target block is at most about {side}x{side} patches "
-              f"(masking.mask_scale max {mk.mask_scale[1]} of a {grid}x{grid} grid), so that level would never have a window to predict; lower num_hierarchies or raise masking.mask_scale.")
+    try:  # the sampler owns the rules for what a grid can hold; its words become config keys
+        MultiBlockMaskSampler.from_config(mk, grid, levels).check_levels()
+    except ValueError as err:
+        message = re.sub(r"\b(min_keep|target_scale|num_hierarchies)\b",
+                         lambda m: _SAMPLER_KEYS[m[1]], str(err))
+        check.problems.append(f"Config key {message}")
+
+
+_SAMPLER_KEYS = {"min_keep": "'masking.min_keep'", "target_scale": "'masking.mask_scale'",
+                 "num_hierarchies": "'model.num_hierarchies'"}
 
 
 def _check_training(cfg: Config, check: _Checks) -> None:
@@ -856,7 +848,7 @@ def _check_training(cfg: Config, check: _Checks) -> None:
 
 def _check_loss(cfg: Config, check: _Checks) -> None:
     lo, levels = cfg.loss, cfg.model.num_hierarchies
-    lo.type = check.choice("loss.type", lo.type, LOSS_TYPES)
+    lo.type = check.choice("loss.type", lo.type, LOSS_SPELLINGS)
     if lo.hierarchy_weights is None and 1 <= levels <= MAX_HIERARCHIES:
         lo.hierarchy_weights = [0.5**level for level in range(levels)]
     if lo.hierarchy_weights is not None:
@@ -869,19 +861,3 @@ def _check_loss(cfg: Config, check: _Checks) -> None:
     v = lo.vicreg
     check(v.sim_coeff > 0 and v.std_coeff >= 0 and v.cov_coeff >= 0,
           f"Config keys 'loss.vicreg.*' are sim_coeff {v.sim_coeff}, std_coeff {v.std_coeff}, cov_coeff {v.cov_coeff}; use sim_coeff > 0 and the others >= 0 (VICReg: 25, 25, 1).")
-
-
-def _block_hw(grid: int, scale: float, aspect: float) -> tuple[int, int]:
-    """(h, w) of a block as the I-JEPA sampler rounds it, clipped to the grid."""
-    area = scale * grid * grid
-    return (min(grid, max(1, round(math.sqrt(area * aspect)))), min(grid, max(1, round(math.sqrt(area / aspect)))))
-
-
-def _largest_block_area(grid: int, max_scale: float, aspects: tuple[float, float]) -> int:
-    steps = [aspects[0] + (aspects[1] - aspects[0]) * i / 64 for i in range(65)]
-    return max(h * w for h, w in (_block_hw(grid, max_scale, a) for a in steps))
-
-
-def _largest_block_side(grid: int, max_scale: float, aspects: tuple[float, float]) -> int:
-    """Side of the largest square-ish target block: the aspect nearest 1 at the largest scale."""
-    return min(_block_hw(grid, max_scale, min(max(1.0, aspects[0]), aspects[1])))

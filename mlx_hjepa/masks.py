@@ -33,6 +33,8 @@ import math
 
 import numpy as np
 
+from .rules import check_hierarchies
+
 
 def block_size(grid_size, scale, aspect):
     """(h, w) of a block covering `scale` of the grid with aspect h/w, as I-JEPA
@@ -240,6 +242,29 @@ class MultiBlockMaskSampler:
                 "lower min_keep or target_scale."
             )
         self.bucket = max(1, -(-self.num_patches // 16))
+
+    def check_levels(self):
+        """Raise ValueError unless every hierarchy level fits the grid and can find a pooling window
+        wholly inside some target block (else that level's loss would always be empty)."""
+        H, W = self.grid_size
+        check_hierarchies(self.num_hierarchies, min(H, W))
+        window = 2 ** (self.num_hierarchies - 1)
+        side = max(min(hw) for hw in self.target_sizes)
+        if side < window:
+            raise ValueError(
+                f"num_hierarchies={self.num_hierarchies} pools {window}x{window} windows at its coarsest level, but "
+                f"target blocks are at most {side} patches on their shorter side (target_scale up to "
+                f"{self.target_scale[1]} of a {H}x{W} grid), so that level would never have a window to predict; "
+                "lower num_hierarchies or raise the target scale."
+            )
+        return self
+
+    @classmethod
+    def from_config(cls, masking, grid_size, num_hierarchies, seed=0):
+        """From a config's `masking` section (anything with its attribute names)."""
+        return cls(grid_size, num_targets=masking.num_target_masks, target_scale=tuple(masking.mask_scale),
+                   target_aspect=tuple(masking.aspect_ratio), context_scale=tuple(masking.context_scale),
+                   min_keep=masking.min_keep, num_hierarchies=num_hierarchies, seed=seed)
 
     def context_length(self, smallest_count):
         """The common context length Kc for a batch whose shortest context has this many tokens."""

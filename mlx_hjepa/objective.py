@@ -12,7 +12,7 @@ import math
 import mlx.core as mx
 import numpy as np
 
-LOSS_TYPES = ("smooth_l1", "mse")
+from .rules import LOSS_TYPES
 
 
 def layer_norm(x):

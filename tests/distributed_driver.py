@@ -66,7 +66,7 @@ def main(argv):
     dump_dir.mkdir(parents=True, exist_ok=True)
     if os.environ.get("SYNTHETIC_TRAIN_SIZE"):
         synthetic.DEFAULT_SIZES["train"] = int(os.environ["SYNTHETIC_TRAIN_SIZE"])
-    trainer_module.Trainer = recording_trainer(dump_dir)
+    cli.Trainer = recording_trainer(dump_dir)  # the name the command line builds its Trainer from
     return cli.main(argv[1:])
 
 

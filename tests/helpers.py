@@ -4,18 +4,23 @@ import mlx.core as mx
 import numpy as np
 
 from mlx_hjepa.masks import MultiBlockMaskSampler
-from mlx_hjepa.models import build_hjepa
+from mlx_hjepa.models import HJEPA
 from mlx_hjepa.train.schedules import Schedules
 from mlx_hjepa.train.step import StepOptions, TrainStep
 
 TINY = dict(img_size=48, patch_size=8, embed_dim=64, depth=2, num_heads=2)
 
 
+def hjepa(num_hierarchies=2, seed=0, predictor_dim=32, predictor_depth=1, predictor_heads=2, **encoder):
+    """A model through the one production factory, HJEPA.from_config."""
+    config = {"encoder": dict(mlp_ratio=4.0, **encoder),
+              "predictor": dict(embed_dim=predictor_dim, depth=predictor_depth, num_heads=predictor_heads, mlp_ratio=4.0),
+              "num_hierarchies": num_hierarchies}
+    return HJEPA.from_config(config, seed=seed)
+
+
 def tiny_hjepa(num_hierarchies=2, seed=0, **overrides):
-    mx.random.seed(seed)
-    kwargs = dict(TINY, num_hierarchies=num_hierarchies, predictor_dim=32, predictor_depth=1, predictor_heads=2)
-    kwargs.update(overrides)
-    return build_hjepa("vit_tiny", **kwargs)
+    return hjepa(num_hierarchies, seed, **{**TINY, **overrides})
 
 
 def tiny_schedules(total_steps=50, **overrides):

@@ -231,7 +231,7 @@ def test_keys_we_cannot_honour_say_what_to_use_instead(raw, words):
     ({"masking": {"mask_scale": [0.3, 0.2]}}, "masking.mask_scale", "min <= max"),
     ({"masking": {"context_scale": [0.0, 1.0]}}, "masking.context_scale", "in (0, 1]"),
     ({"masking": {"num_context_masks": 2}}, "masking.num_context_masks", "set it to 1"),
-    ({"masking": {"min_keep": 40}}, "masking.min_keep", "lower min_keep"),
+    ({"masking": {"min_keep": 40}}, "masking.min_keep", "lower 'masking.min_keep'"),
     ({"data": {"batch_size": 0}}, "data.batch_size", "at least 1"),
     ({"training": {"accumulation_steps": 0}}, "training.accumulation_steps", "at least 1"),
     ({"training": {"epochs": 0}}, "training.epochs", "at least 1"),

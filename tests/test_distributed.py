@@ -22,7 +22,9 @@ from test_train import ROOT, TINY_RUN, metrics, run_cli
 from mlx_hjepa import config as C
 from mlx_hjepa.data import build_dataloader, synthetic
 from mlx_hjepa.distributed import shard_rows
-from mlx_hjepa.train import builders
+from mlx_hjepa.data import build_train_dataset
+from mlx_hjepa.masks import MultiBlockMaskSampler
+from mlx_hjepa.models import HJEPA
 
 DRIVER = Path(__file__).parent / "distributed_driver.py"
 LAUNCH = shutil.which("mlx.launch", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -106,8 +108,8 @@ def test_two_ranks_match_one_process_with_twice_the_batch(two_ranks, tmp_path):
     assert one.keys() == two.keys()
     for k in one:
         np.testing.assert_allclose(two[k], one[k], atol=1e-5, rtol=0, err_msg=k)
-    initial = dict(tree_flatten(builders.build_model(C.load_config(ROOT / "configs" / "quickstart.yaml",
-                                                                   DIST_RUN)).parameters()))
+    cfg = C.load_config(ROOT / "configs" / "quickstart.yaml", DIST_RUN)
+    initial = dict(tree_flatten(HJEPA.from_config(C.model_config(cfg), seed=cfg.experiment.seed).parameters()))
     assert max(np.abs(one[k] - np.array(initial[k])).max() for k in one) > 1e-4  # training moved the weights
     # the same data order, the same lr (linear scaling sees the same global batch) and loss
     single, double = metrics(tmp_path / "runs" / "quickstart"), metrics(run_dir)
@@ -131,12 +133,14 @@ def test_each_rank_takes_its_rows_of_the_global_batch(monkeypatch):
     """Rank r's i-th sample is global position i * W + r, in the images and in the masks."""
     monkeypatch.setitem(synthetic.DEFAULT_SIZES, "train", 64)
     cfg = C.load_config(ROOT / "configs" / "quickstart.yaml", DIST_RUN + ["data.batch_size=4"])
-    full = builders.build_mask_sampler(cfg, builders.build_model(cfg))(8, 1, 2)
+    sampler = MultiBlockMaskSampler.from_config(cfg.masking, C.grid_size(cfg), cfg.model.num_hierarchies,
+                                                cfg.experiment.seed)
+    full = sampler(8, 1, 2)
     halves = [shard_rows(full, 2, rank) for rank in (0, 1)]
     for k, v in full.items():
         np.testing.assert_array_equal(halves[0][k], v[0::2])
         np.testing.assert_array_equal(halves[1][k], v[1::2])
-    dataset = builders.build_train_dataset(cfg)
+    dataset = build_train_dataset(cfg)
     one = build_dataloader(dataset, 8, num_workers=0, seed=3)
     ranks = [build_dataloader(dataset, 4, num_workers=0, seed=3, world_size=2, rank=r) for r in (0, 1)]
     for whole, *parts in zip(one.epoch_iter(1), *(loader.epoch_iter(1) for loader in ranks)):

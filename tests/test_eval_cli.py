@@ -9,8 +9,9 @@ import mlx.core as mx
 import pytest
 
 from mlx_hjepa.eval.__main__ import main
-from mlx_hjepa.export import save_encoder, save_model_checkpoint
-from mlx_hjepa.models import VisionTransformer, build_hjepa
+from mlx_hjepa.weights import save_encoder, save_model_checkpoint
+from mlx_hjepa.models import VisionTransformer
+from helpers import hjepa
 
 SMALL_SYNTHETIC = ["--dataset", "synthetic", "--dataset-option", "num_samples=120",
                    "--dataset-option", "resolution=32", "--epochs", "3", "--batch-size", "64", "--num-workers", "1"]
@@ -55,8 +56,7 @@ def test_random_init_baseline_writes_its_own_file(exported):
 
 
 def test_run_directory_uses_its_latest_checkpoint_and_writes_there(tmp_path):
-    model = build_hjepa("vit_tiny", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
-                        num_hierarchies=1, predictor_dim=32, predictor_depth=1)
+    model = hjepa(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_hierarchies=1)
     run = tmp_path / "run"
     save_model_checkpoint(model, run / "checkpoints" / "step_000007" / "model.safetensors")
     (run / "checkpoints" / "latest.json").write_text(json.dumps({"checkpoint": "step_000007"}))

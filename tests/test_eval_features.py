@@ -11,9 +11,9 @@ import pytest
 import mlx_hjepa.eval  # noqa: F401
 from mlx_hjepa.data import JEPAEvalTransform, build_dataset
 from mlx_hjepa.eval import extract_features, load_eval_encoder, random_encoder_like
-from mlx_hjepa.export import save_encoder, save_model_checkpoint
-from mlx_hjepa.models import VisionTransformer, build_hjepa
-from mlx_hjepa.train.step import normalize_images
+from mlx_hjepa.weights import save_encoder, save_model_checkpoint
+from mlx_hjepa.models import VisionTransformer, normalize_images
+from helpers import hjepa
 
 features_module = sys.modules["mlx_hjepa.eval.features"]
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2)
@@ -87,8 +87,7 @@ def test_array_pairs_and_empty_input(encoder):
 
 
 def test_load_eval_encoder_picks_target_or_context(tmp_path):
-    model = build_hjepa("vit_tiny", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
-                        num_hierarchies=1, predictor_dim=32, predictor_depth=1)
+    model = hjepa(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_hierarchies=1)
     model.encoder.norm.bias = model.encoder.norm.bias + 1.0  # make context and target differ
     run = tmp_path / "run"
     save_model_checkpoint(model, run / "checkpoints" / "step_000003" / "model.safetensors")

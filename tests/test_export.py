@@ -10,7 +10,7 @@ import pytest
 import yaml
 from mlx.utils import tree_flatten, tree_map
 
-from mlx_hjepa import export, load_encoder
+from mlx_hjepa import export, load_encoder, weights
 from mlx_hjepa.models import HJEPA, VisionTransformer, sincos_pos_embed_2d
 
 VIT_TINY = dict(embed_dim=192, depth=12, num_heads=3)
@@ -82,7 +82,7 @@ def fake_run(tmp_path, model):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "vit_tiny"}, "optim": {"lr": 0.001}}))
-    export.save_model_checkpoint(model, run / "checkpoints" / "step_000007" / "model.safetensors",
+    weights.save_model_checkpoint(model, run / "checkpoints" / "step_000007" / "model.safetensors",
                                  {"step": "7"})
     (run / "checkpoints" / "latest.json").write_text(json.dumps({"checkpoint": "step_000007"}))
     return run
@@ -92,7 +92,7 @@ def fake_run(tmp_path, model):
 @pytest.mark.parametrize("layout", ["timm", "mlx"])
 def test_export_then_load_is_bit_identical(tmp_path, dims, size, layout):
     encoder = random_encoder(img_size=size, patch_size=16, **dims)
-    path = export.save_encoder(encoder, tmp_path / "encoder.safetensors", layout=layout)
+    path = weights.save_encoder(encoder, tmp_path / "encoder.safetensors", layout=layout)
     loaded = load_encoder(path)
     assert loaded.config() == encoder.config()
     assert_same_encoder(loaded, encoder)
@@ -104,14 +104,14 @@ def test_export_then_load_is_bit_identical(tmp_path, dims, size, layout):
                          ids=["vit_tiny", "vit_small"])
 def test_timm_layout_has_timms_names_and_shapes(dims, expected):
     encoder = VisionTransformer(img_size=224, patch_size=16, **dims)
-    assert export.shapes_of(export.to_timm(encoder)) == expected
+    assert weights.shapes_of(weights.to_timm(encoder)) == expected
 
 
 def test_timm_file_holds_oihw_kernel_sincos_pos_embed_and_metadata(tmp_path):
     encoder = random_encoder(img_size=224, patch_size=16, **VIT_TINY)
-    path = export.save_encoder(encoder, tmp_path / "encoder.safetensors", training_config={"lr": 1e-3})
+    path = weights.save_encoder(encoder, tmp_path / "encoder.safetensors", training_config={"lr": 1e-3})
     arrays, meta = mx.load(str(path), return_metadata=True)
-    assert export.shapes_of(arrays) == TIMM_VIT_TINY_224
+    assert weights.shapes_of(arrays) == TIMM_VIT_TINY_224
     kernel = np.array(encoder.patch_embed.proj.weight)  # (O, kH, kW, I)
     np.testing.assert_array_equal(np.array(arrays["patch_embed.proj.weight"]), kernel.transpose(0, 3, 1, 2))
     np.testing.assert_array_equal(np.array(arrays["pos_embed"]), sincos_pos_embed_2d(192, 14, 14)[None])
@@ -126,15 +126,15 @@ def test_timm_file_holds_oihw_kernel_sincos_pos_embed_and_metadata(tmp_path):
 
 def test_model_name_spells_out_non_preset_dims():
     config = VisionTransformer(**SMALL_HJEPA).config()
-    assert export.model_name(config) == "vit_d64_depth2_heads2_mlp4_patch16_32"
-    assert export.timm_architecture(config) == "vit_base_patch16_224"  # every dim comes from model_args
+    assert weights.model_name(config) == "vit_d64_depth2_heads2_mlp4_patch16_32"
+    assert weights.timm_architecture(config) == "vit_base_patch16_224"  # every dim comes from model_args
 
 
 def test_full_checkpoint_round_trip_and_encoder_from_it(tmp_path):
     model = small_hjepa()
-    path = export.save_model_checkpoint(model, tmp_path / "ckpt" / "model.safetensors", {"step": "3"})
+    path = weights.save_model_checkpoint(model, tmp_path / "ckpt" / "model.safetensors", {"step": "3"})
     assert not list((tmp_path / "ckpt").glob(".*tmp*"))  # the temporary name was renamed away
-    loaded = export.load_model_checkpoint(path)
+    loaded = weights.load_model_checkpoint(path)
     original, restored = dict(tree_flatten(model.parameters())), dict(tree_flatten(loaded.parameters()))
     assert original.keys() == restored.keys()
     assert all(mx.array_equal(original[k], restored[k]) for k in original)
@@ -164,7 +164,7 @@ def test_cli_exports_a_run(tmp_path, capsys):
 
     full = tmp_path / "full.safetensors"
     assert export.main([str(run), "--out", str(full), "--full"]) == 0
-    loaded, meta = export.load_model_checkpoint(full, return_metadata=True)
+    loaded, meta = weights.load_model_checkpoint(full, return_metadata=True)
     restored = dict(tree_flatten(loaded.parameters()))
     assert all(mx.array_equal(v, restored[k]) for k, v in tree_flatten(model.parameters()))
     assert meta["step"] == "7" and meta["checkpoint"] == "step_000007" and "training_config" in meta
@@ -206,7 +206,7 @@ def test_cli_module_exits_nonzero_without_traceback(tmp_path):
 
 
 def test_truncated_file_is_a_clear_error(tmp_path):
-    path = export.save_encoder(random_encoder(**SMALL_HJEPA), tmp_path / "encoder.safetensors")
+    path = weights.save_encoder(random_encoder(**SMALL_HJEPA), tmp_path / "encoder.safetensors")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated"):
@@ -222,17 +222,17 @@ def test_foreign_safetensors_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no mlx-hjepa metadata"):
         load_encoder(path)
     with pytest.raises(ValueError, match="not a full mlx-hjepa checkpoint"):
-        export.load_model_checkpoint(path)
+        weights.load_model_checkpoint(path)
 
 
 def test_strict_loading_lists_missing_unexpected_and_shape_differences(tmp_path):
     encoder = random_encoder(**SMALL_HJEPA)
-    state = export.to_timm(encoder)
+    state = weights.to_timm(encoder)
     state.pop("norm.bias")
     state["head.weight"] = mx.zeros((10, 64))
     state["blocks.1.mlp.fc1.weight"] = mx.zeros((128, 64))
     path = tmp_path / "edited.safetensors"
-    mx.save_safetensors(str(path), state, export.encoder_metadata(encoder, "timm", "target"))
+    mx.save_safetensors(str(path), state, weights.encoder_metadata(encoder, "timm", "target"))
     with pytest.raises(ValueError) as info:
         load_encoder(path)
     text = str(info.value)
@@ -242,13 +242,13 @@ def test_strict_loading_lists_missing_unexpected_and_shape_differences(tmp_path)
 
 
 def test_file_for_another_model_size_is_a_clear_error(tmp_path):
-    path = export.save_encoder(random_encoder(**SMALL_HJEPA), tmp_path / "encoder.safetensors")
+    path = weights.save_encoder(random_encoder(**SMALL_HJEPA), tmp_path / "encoder.safetensors")
     with pytest.raises(ValueError, match=r"embed_dim=64.*not the expected embed_dim=384"):
         load_encoder(path, embed_dim=384, img_size=32)
     assert load_encoder(path, embed_dim=64, img_size=32).embed_dim == 64
     # Metadata that claims one size over tensors of another is caught by the strict shape check.
     bigger = VisionTransformer(**{**SMALL_HJEPA, "embed_dim": 128})
-    mx.save_safetensors(str(path), export.to_timm(bigger), export.encoder_metadata(random_encoder(**SMALL_HJEPA),
+    mx.save_safetensors(str(path), weights.to_timm(bigger), weights.encoder_metadata(random_encoder(**SMALL_HJEPA),
                                                                                     "timm", "target"))
     with pytest.raises(ValueError, match="size mismatch for pos_embed"):
         load_encoder(path)
@@ -259,7 +259,7 @@ def test_timm_loads_the_file_strictly_and_matches_our_features(tmp_path):
     torch = pytest.importorskip("torch")
     timm = pytest.importorskip("timm")
     encoder = random_encoder(img_size=32, patch_size=16, **VIT_TINY)
-    path = export.save_encoder(encoder, tmp_path / "encoder.safetensors")
+    path = weights.save_encoder(encoder, tmp_path / "encoder.safetensors")
     x = images(32)
     ours = np.array(encoder(x).mean(axis=1))
     torch_x = torch.from_numpy(np.array(x).transpose(0, 3, 1, 2).copy())

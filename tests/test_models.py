@@ -4,7 +4,8 @@ import pytest
 from helpers import TINY, tiny_hjepa
 from mlx.utils import tree_flatten
 
-from mlx_hjepa.models import PRESETS, VisionTransformer, build_encoder, parse_model_name, sincos_pos_embed_2d
+from mlx_hjepa.models import VisionTransformer, sincos_pos_embed_2d
+from mlx_hjepa.rules import PRESETS, encoder_config, parse_model_name
 
 
 def test_timm_names_and_shapes():
@@ -38,14 +39,14 @@ def test_sincos_embedding_layout():
 def test_presets_and_names():
     assert parse_model_name("vit_small_patch16_224") == ("vit_small", 16, 224)
     assert parse_model_name("vit_base_patch14") == ("vit_base", 14, None)
-    enc = build_encoder("vit_tiny_patch8_64", img_size=32, depth=1)
+    enc = VisionTransformer(**encoder_config("vit_tiny_patch8_64", img_size=32, depth=1))
     assert (enc.embed_dim, enc.num_heads, enc.patch_size, enc.depth) == (192, 3, 8, 1)
     assert PRESETS["vit_large"] == dict(embed_dim=1024, depth=24, num_heads=16)
     with pytest.raises(ValueError, match="vit_small_patch16_224"):
         parse_model_name("resnet50")
     with pytest.raises(ValueError, match="divisible"):
         VisionTransformer(img_size=50, patch_size=16, embed_dim=64, depth=1, num_heads=2)
-    with pytest.raises(ValueError, match="patch_size"):
+    with pytest.raises(ValueError, match="Patch size 12"):
         VisionTransformer(img_size=48, patch_size=12, embed_dim=64, depth=1, num_heads=2)
 
 
@@ -100,9 +101,9 @@ def test_predictor_blocks_are_independent_in_the_batched_call():
 
 
 def test_hierarchy_levels_validated():
-    with pytest.raises(ValueError, match="between 1 and 4"):
+    with pytest.raises(ValueError, match="use 1 to 4"):
         tiny_hjepa(num_hierarchies=5)
-    with pytest.raises(ValueError, match="fewer levels"):
+    with pytest.raises(ValueError, match="use at most 3"):
         tiny_hjepa(num_hierarchies=4, img_size=32)  # 4x4 grid cannot hold 8x8 windows
 
 

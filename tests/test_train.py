@@ -12,9 +12,11 @@ from fake_data import fake_cifar, fake_imagenet, fake_stl10
 
 from mlx_hjepa import config as C
 from mlx_hjepa.data import build_dataloader
-from mlx_hjepa.export import load_model_checkpoint
+from mlx_hjepa.weights import load_model_checkpoint
 from mlx_hjepa.train import __main__ as train_cli
-from mlx_hjepa.train import builders
+from mlx_hjepa.data import build_train_dataset
+from mlx_hjepa.masks import MultiBlockMaskSampler
+from mlx_hjepa.models import HJEPA
 
 CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
 ROOT = Path(__file__).parent.parent
@@ -72,12 +74,12 @@ def test_every_shipped_config_builds_model_and_data(path, fake_roots):
     if raw["data"].get("dataset") in ("imagenet", "imagenet100", "imagefolder"):
         overrides[0] = f"data.data_path={fake_roots / 'imagenet'}"
     cfg = C.load_config(path, overrides)
-    model = builders.build_model(cfg)
-    masks = builders.build_mask_sampler(cfg, model)(2, 0, 0)
+    model = HJEPA.from_config(C.model_config(cfg))
+    masks = MultiBlockMaskSampler.from_config(cfg.masking, model.grid_size, cfg.model.num_hierarchies)(2, 0, 0)
     assert masks["targets"].shape[1] == cfg.masking.num_target_masks
     assert model.encoder.img_size == cfg.data.image_size
     assert model.num_hierarchies == cfg.model.num_hierarchies
-    dataset = builders.build_train_dataset(cfg)
+    dataset = build_train_dataset(cfg)
     batch = next(iter(build_dataloader(dataset, 2, num_workers=0, seed=cfg.experiment.seed)))
     assert batch["image"].shape == (2, cfg.data.image_size, cfg.data.image_size, 3)
     assert batch["image"].dtype == np.uint8
@@ -158,13 +160,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, mon
 KILL_IN_SAVE = """
 import os, signal, sys
 import mlx_hjepa
-from mlx_hjepa.train import checkpoint, __main__ as cli
-real = checkpoint.write_json_atomic
+from mlx_hjepa import rundir
+from mlx_hjepa.train import __main__ as cli
+real = rundir.write_json_atomic
 def write(path, data):
     if str(path).endswith("state.json") and data["step"] >= 6:
         os.kill(os.getpid(), signal.SIGKILL)  # model and optimizer files of step 6 are half-way in place
     return real(path, data)
-checkpoint.write_json_atomic = write
+rundir.write_json_atomic = write
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -212,7 +215,10 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_that_resumes(tmp_pat
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "stopped by SIGTERM at step" in err, err[-2000:]
     step = int(err.split("stopped by SIGTERM at step ")[1].split(";")[0])
-    state = json.loads((tmp_path / "quickstart" / "checkpoints" / f"step_{step:08d}" / "state.json").read_text())
+    # a stop right after an epoch-end save re-saves that step under a fresh name (step_N-1)
+    folder = Path(err.split("; checkpoint ")[1].split(";")[0])
+    assert folder.name.startswith(f"step_{step:08d}")
+    state = json.loads((folder / "state.json").read_text())
     assert state["step"] == step and state["epoch"] * 4 + state["batch"] == step
     # The checkpoint holds exactly `step` updates: the weights of a run told to stop there. One
     # update more or less moves some weight by ~1e-3 (lr 1e-3, Adam); two processes differ by

@@ -11,6 +11,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from ..config import load_config
+from .build import build_dataset, build_multi_dataset
 from .download import ARCHIVES, DownloadError, download_dataset
 from .imagenet_val import PrepareError, prepare_imagenet_val
 from .verify import DATASETS, print_report, verify_dataset
@@ -59,10 +61,7 @@ def _stats(args):
     from rich.console import Console
     from rich.table import Table
 
-    from ..config import load_config
-
     data = load_config(args.config, overrides=args.set or ()).data  # same keys, legacy names and checks as training
-    from . import build_dataset, build_multi_dataset  # the dataset side of mlx_hjepa.data
 
     if data.use_multi_dataset:
         entries = [{k: v for k, v in dataclasses.asdict(d).items() if v is not None} for d in data.datasets]

@@ -1,6 +1,9 @@
-"""Datasets by name, with their default transforms, and multi-dataset mixes from configs."""
+"""Datasets by name, with their default transforms, multi-dataset mixes, and the training and
+evaluation datasets a run's config describes."""
 
 import os
+
+from ..rules import DATASET_NAMES, EVAL_SPLITS
 
 from .cifar import CIFARDataset
 from .folder import ImageFolderDataset, ImageNet100Dataset, ImageNetDataset
@@ -9,7 +12,6 @@ from .stl10 import STL10Dataset
 from .synthetic import SyntheticDataset
 from .transforms import JEPAEvalTransform, JEPATransform
 
-DATASET_NAMES = ("imagenet", "imagenet100", "imagefolder", "cifar10", "cifar100", "stl10", "synthetic")
 TRAIN_SPLITS = ("train", "unlabeled", "train+unlabeled")
 
 
@@ -84,3 +86,45 @@ def build_multi_dataset(dataset_configs, data_path="./data", split="train", samp
         path = config.pop("path", data_path)
         datasets.append(build_dataset(name, path, config.pop("split", split), transform=transform, **config))
     return WeightedMultiDataset(datasets, weights, sampling_strategy, samples_per_epoch, transform=transform)
+
+
+# ---------------------------------------------------------------- from a run's config
+
+def source_options(cfg, name):
+    """Synthetic data is drawn from experiment.seed; files need no options."""
+    return {"seed": cfg.experiment.seed} if name == "synthetic" else {}
+
+
+def build_train_dataset(cfg):
+    """The training stream's dataset (one source or a mix) with the config's augmentations."""
+    d, t = cfg.data, cfg.data.transforms
+    aug = dict(image_size=d.image_size, crop_scale=tuple(t.crop_scale), color_jitter=t.color_jitter,
+               horizontal_flip=t.horizontal_flip)
+    if d.use_multi_dataset:
+        entries = [{"name": e.name, "weight": e.weight, "path": e.path or d.data_path, **source_options(cfg, e.name)}
+                   for e in d.datasets]
+        return build_multi_dataset(entries, data_path=d.data_path, split="train", sampling_strategy=d.sampling_strategy,
+                                   samples_per_epoch=d.samples_per_epoch, **aug)
+    dataset = build_dataset(d.dataset, data_path=d.data_path, split="train", **aug, **source_options(cfg, d.dataset))
+    if d.samples_per_epoch is not None:  # a fresh random subset of the one dataset every epoch
+        dataset = WeightedMultiDataset([dataset], [1.0], "balanced", d.samples_per_epoch, transform=dataset.transform,
+                                       name=dataset.name)
+    return dataset
+
+
+def eval_source(cfg):
+    """(dataset name, path) the in-run evaluation uses: the dataset, or the first one of a mix."""
+    d = cfg.data
+    if d.use_multi_dataset:
+        return d.datasets[0].name, d.datasets[0].path or d.data_path
+    return d.dataset, d.data_path
+
+
+def build_eval_datasets(cfg):
+    """Labelled (bank, query) splits of the run's evaluation source, both through the eval transform."""
+    name, path = eval_source(cfg)
+    train_split, val_split = EVAL_SPLITS[name]
+    transform = JEPAEvalTransform(cfg.data.image_size)
+    options = source_options(cfg, name)
+    return (build_dataset(name, data_path=path, split=train_split, transform=transform, **options),
+            build_dataset(name, data_path=path, split=val_split, transform=transform, **options))

@@ -11,6 +11,7 @@ import io
 import os
 import pickle
 import tarfile
+from typing import NamedTuple
 
 import numpy as np
 
@@ -50,12 +51,23 @@ def load_pickle(data):
     return _ArrayOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
 
 
-_LAYOUT = {
-    "cifar10": ("cifar-10-batches-py", "cifar-10-python.tar.gz",
-                {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
-                "batches.meta", b"label_names", b"labels"),
-    "cifar100": ("cifar-100-python", "cifar-100-python.tar.gz",
-                 {"train": ["train"], "test": ["test"]}, "meta", b"fine_label_names", b"fine_labels"),
+class Layout(NamedTuple):
+    """Where one CIFAR variant keeps its files and which pickle keys hold what."""
+
+    folder: str  # the extracted folder
+    archive: str  # the official .tar.gz
+    splits: dict  # split -> member files
+    meta: str  # member holding the class names
+    names_key: bytes
+    labels_key: bytes
+
+
+LAYOUT = {
+    "cifar10": Layout("cifar-10-batches-py", "cifar-10-python.tar.gz",
+                      {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
+                      "batches.meta", b"label_names", b"labels"),
+    "cifar100": Layout("cifar-100-python", "cifar-100-python.tar.gz",
+                       {"train": ["train"], "test": ["test"]}, "meta", b"fine_label_names", b"fine_labels"),
 }
 
 
@@ -78,7 +90,7 @@ def _member_reader(data_path, folder, archive):
 
 def load_cifar(name, data_path, split):
     """Return (images uint8 (N, 32, 32, 3), labels int32 (N,), class names) for cifar10/cifar100."""
-    folder, archive, splits, meta_name, names_key, labels_key = _LAYOUT[name]
+    folder, archive, splits, meta_name, names_key, labels_key = LAYOUT[name]
     if split not in splits:
         raise ValueError(f"{name} has splits {sorted(splits)}, not {split!r}.")
     read = _member_reader(os.fspath(data_path), folder, archive)
@@ -98,8 +110,8 @@ class CIFARDataset(ArrayDataset):
     """CIFAR-10 (``name="cifar10"``) or CIFAR-100 (``name="cifar100"``, fine labels); splits train / test."""
 
     def __init__(self, data_path="./data", split="train", name="cifar10", transform=None):
-        if name not in _LAYOUT:
-            raise ValueError(f"CIFARDataset name must be one of {sorted(_LAYOUT)}, not {name!r}.")
+        if name not in LAYOUT:
+            raise ValueError(f"CIFARDataset name must be one of {sorted(LAYOUT)}, not {name!r}.")
         images, labels, classes = load_cifar(name, data_path, "test" if split == "val" else split)
         super().__init__(images, labels, classes, name=name, transform=transform)
         self.split = split

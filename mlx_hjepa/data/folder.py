@@ -24,6 +24,12 @@ from .sources import ImageSource, UnreadableImageError, encode_ppm
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 
+
+def is_image_name(name):
+    """True for the file names the loaders read; anything else in a class folder is ignored."""
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
 IMAGENET100_CLASSES = tuple(
     line.strip()
     for line in resources.files("mlx_hjepa").joinpath("resources/imagenet100_cmc.txt").read_text().splitlines()
@@ -117,7 +123,7 @@ class ImageFolderDataset(ImageSource):
         if class_list is None:
             classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
         else:
-            classes = sorted(set(_read_class_list(class_list)))
+            classes = sorted(set(read_class_list(class_list)))
         if not classes:
             raise FileNotFoundError(f"{name}: no class folders in {folder!r}; " + LAYOUT_HELP.format(
                 root=root, split=split or "<split>"))
@@ -127,7 +133,7 @@ class ImageFolderDataset(ImageSource):
             class_dir = os.path.join(folder, cls)
             names = sorted(
                 entry.name for entry in os.scandir(class_dir)
-                if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS)
+                if entry.is_file() and is_image_name(entry.name)
             ) if os.path.isdir(class_dir) else []
             if not names:
                 self.empty_classes.append(cls)
@@ -169,7 +175,8 @@ class ImageFolderDataset(ImageSource):
         raise RuntimeError(f"{self.name}: none of the {len(self)} images under {self.folder} can be decoded.")
 
 
-def _read_class_list(class_list):
+def read_class_list(class_list):
+    """Class folder names from a list, or from a text file with one name a line (``#`` lines skipped)."""
     if isinstance(class_list, (str, os.PathLike)):
         if not os.path.isfile(class_list):
             raise FileNotFoundError(f"class_list file {os.fspath(class_list)!r} does not exist; give a list of "

@@ -13,15 +13,17 @@ from .sources import ImageSource, encode_ppm
 
 SPLITS = {"train": ["train"], "test": ["test"], "unlabeled": ["unlabeled"], "train+unlabeled": ["train", "unlabeled"]}
 CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
-_SIDE = 96
+SIDE = 96
+IMAGE_BYTES = 3 * SIDE * SIDE
+FOLDER = "stl10_binary"
 
 
 def _stl_folder(data_path):
-    for folder in (os.path.join(data_path, "stl10_binary"), data_path):
+    for folder in (os.path.join(data_path, FOLDER), data_path):
         if os.path.isfile(os.path.join(folder, "test_X.bin")) or os.path.isfile(os.path.join(folder, "train_X.bin")):
             return folder
     raise FileNotFoundError(
-        f"no STL-10 data in {data_path!r}: expected {os.path.join(data_path, 'stl10_binary')}/ holding "
+        f"no STL-10 data in {data_path!r}: expected {os.path.join(data_path, FOLDER)}/ holding "
         f"train_X.bin, train_y.bin, test_X.bin, test_y.bin, unlabeled_X.bin (get them with "
         f"`python -m mlx_hjepa.data download stl10 --root {data_path}`)."
     )
@@ -34,9 +36,9 @@ def load_stl10_part(folder, part):
         raise FileNotFoundError(f"STL-10 file {image_path!r} is missing; re-download or re-extract "
                                 "stl10_binary.tar.gz.")
     planes = np.memmap(image_path, dtype=np.uint8, mode="r")
-    if planes.size % (3 * _SIDE * _SIDE):
+    if planes.size % IMAGE_BYTES:
         raise ValueError(f"{image_path} is truncated ({planes.size} bytes is not a whole number of 96x96 images).")
-    planes = planes.reshape(-1, 3, _SIDE, _SIDE)
+    planes = planes.reshape(-1, 3, SIDE, SIDE)
     if part == "unlabeled":
         return planes, np.full(len(planes), -1, np.int32)
     labels = np.fromfile(os.path.join(folder, f"{part}_y.bin"), dtype=np.uint8).astype(np.int32) - 1
@@ -48,7 +50,7 @@ def load_stl10_part(folder, part):
 class STL10Dataset(ImageSource):
     """STL-10; splits ``train`` (5k labelled), ``test`` (8k), ``unlabeled`` (100k), ``train+unlabeled``."""
 
-    image_shape = (_SIDE, _SIDE, 3)
+    image_shape = (SIDE, SIDE, 3)
 
     def __init__(self, data_path="./data", split="train", transform=None, name="stl10"):
         if split == "val":

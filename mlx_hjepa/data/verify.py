@@ -1,13 +1,13 @@
 """Check a dataset on disk before training on it: layout, classes, image counts, free space, decodes.
 
 It walks the folders and files itself rather than building the dataset classes, so it
-can say what is wrong with a tree that the loaders would refuse. Every failed check
-carries one sentence saying how to fix it.
+can say what is wrong with a tree that the loaders would refuse; the rules it checks
+against (image extensions, class lists, CIFAR files and their restricted unpickler,
+STL-10 sizes) are the loaders' own, so it counts what training reads. Every failed
+check carries one sentence saying how to fix it.
 """
 
-import importlib.resources
 import os
-import pickle
 import random
 import re
 import shutil
@@ -16,29 +16,26 @@ from pathlib import Path
 
 import numpy as np
 
+from . import stl10
+from .cifar import LAYOUT as CIFAR_LAYOUT
+from .cifar import load_pickle
+from .folder import IMAGENET100_CLASSES, is_image_name, read_class_list
+
+# None: no official count; the folder is checked for layout, classes and decodes only.
 KNOWN_COUNTS = {
     "imagenet": {"train": 1_281_167, "val": 50_000},
     "imagenet100": {"train": 126_689, "val": 5_000},
+    "imagefolder": {"train": None, "val": None},
     "cifar10": {"train": 50_000, "test": 10_000},
     "cifar100": {"train": 50_000, "test": 10_000},
     "stl10": {"train": 5_000, "test": 8_000, "unlabeled": 100_000},
 }
-NUM_CLASSES = {"imagenet": 1000, "imagenet100": 100, "cifar10": 10, "cifar100": 100, "stl10": 10}
+NUM_CLASSES = {"imagenet": 1000, "imagenet100": 100, "cifar10": 10, "cifar100": 100, "stl10": len(stl10.CLASSES)}
 DATASETS = tuple(KNOWN_COUNTS)
+FOLDER_DATASETS = ("imagenet", "imagenet100", "imagefolder")
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm"}
 WNID = re.compile(r"^n\d{8}$")
 FLAT_VAL_IMAGE = re.compile(r"^ILSVRC2012_val_\d{8}\.JPEG$")
-CMC_RESOURCE = "imagenet100_cmc.txt"
-
-CIFAR_FILES = {
-    "cifar10": ("cifar-10-batches-py", {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
-                "labels", ("batches.meta", "label_names")),
-    "cifar100": ("cifar-100-python", {"train": ["train"], "test": ["test"]},
-                 "fine_labels", ("meta", "fine_label_names")),
-}
-STL_FOLDER = "stl10_binary"
-STL_IMAGE_BYTES = 3 * 96 * 96
 
 
 @dataclass
@@ -49,22 +46,7 @@ class Check:
     fix: str = ""
 
 
-def imagenet100_classes(class_list=None):
-    """The 100 CMC ImageNet-100 wnids, from `class_list` or the copy shipped in the package."""
-    if class_list is not None:
-        text = Path(class_list).read_text()
-    else:
-        resource = importlib.resources.files("mlx_hjepa") / "resources" / CMC_RESOURCE
-        if not resource.is_file():
-            raise FileNotFoundError(
-                f"mlx_hjepa/resources/{CMC_RESOURCE} is missing from this install; reinstall mlx-hjepa "
-                "or pass --class-list with the 100 ImageNet-100 wnids."
-            )
-        text = resource.read_text()
-    return sorted({line.split()[0] for line in text.splitlines() if line.strip() and not line.startswith("#")})
-
-
-# --- folder datasets (ImageNet, ImageNet-100) -----------------------------------------------------
+# --- folder datasets (ImageNet, ImageNet-100, imagefolder) ---------------------------------------
 
 
 class _Reservoir:
@@ -93,7 +75,7 @@ def _scan_class_folders(split_dir, wanted, reservoir):
         for entry in os.scandir(split_dir / name):
             if not entry.is_file():
                 continue
-            if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+            if not is_image_name(entry.name):
                 ignored += 1
                 continue
             n += 1
@@ -102,23 +84,39 @@ def _scan_class_folders(split_dir, wanted, reservoir):
     return counts, sorted(present - set(wanted)), loose, ignored
 
 
+def _missing_split(name, split, split_dir, expected):
+    if name == "imagefolder":
+        if split != "train" and expected is None:  # only training needs it; evaluation reads val/
+            return Check(f"{split}/", "warn", f"{split_dir} does not exist",
+                         f"Add {split_dir}/<class>/<image> to evaluate on it.")
+        return Check(f"{split}/", "fail", f"{split_dir} does not exist",
+                     f"Create {split_dir} with one folder of images per class.")
+    how = ("extract ILSVRC2012_img_train.tar and its per-class tarballs into it"
+           if split == "train" else
+           "extract ILSVRC2012_img_val.tar into it and run `python -m mlx_hjepa.data prepare-imagenet-val`")
+    return Check(f"{split}/", "fail", f"{split_dir} does not exist",
+                 f"Create {split_dir}: {how} (see scripts/download_imagenet100.sh).")
+
+
 def _verify_folders(name, root, counts, class_list, reservoir):
-    checks, classes_by_split = [], {}
+    checks, classes_by_split, wanted = [], {}, None
     if name == "imagenet100":
-        wanted = imagenet100_classes(class_list)
+        wanted = sorted(set(read_class_list(class_list) if class_list is not None else IMAGENET100_CLASSES))
         checks.append(Check("class list", "ok", f"{len(wanted)} ImageNet-100 (CMC) classes"))
+    elif name == "imagefolder" and class_list is not None:
+        wanted = sorted(set(read_class_list(class_list)))
+        checks.append(Check("class list", "ok", f"{len(wanted)} classes from {class_list}"))
     for split, expected in counts.items():
         split_dir = root / split
         if not split_dir.is_dir():
-            how = ("extract ILSVRC2012_img_train.tar and its per-class tarballs into it"
-                   if split == "train" else
-                   "extract ILSVRC2012_img_val.tar into it and run `python -m mlx_hjepa.data prepare-imagenet-val`")
-            checks.append(Check(f"{split}/", "fail", f"{split_dir} does not exist",
-                                f"Create {split_dir}: {how} (see scripts/download_imagenet100.sh)."))
+            checks.append(_missing_split(name, split, split_dir, expected))
             continue
         if name == "imagenet":
             wanted = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and WNID.match(e.name))
-        per_class, others, loose, ignored = _scan_class_folders(split_dir, wanted, reservoir)
+        split_wanted = wanted
+        if split_wanted is None:  # imagefolder without a list: every sub-folder is a class, as in the loader
+            split_wanted = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
+        per_class, others, loose, ignored = _scan_class_folders(split_dir, split_wanted, reservoir)
         classes_by_split[split] = set(per_class)
         flat = [f for f in loose if FLAT_VAL_IMAGE.match(f)]
         tarballs = [f for f in loose if WNID.match(f.removesuffix(".tar"))]
@@ -129,11 +127,15 @@ def _verify_folders(name, root, counts, class_list, reservoir):
             checks.append(Check(f"{split}/ layout", "fail", f"{len(flat):,} images lie directly in {split_dir}, not in class folders",
                                 f"Run `python -m mlx_hjepa.data prepare-imagenet-val --root {root} --devkit ILSVRC2012_devkit_t12.tar.gz`."))
         extra = f"; {len(others)} other folders ignored" if others else ""
-        missing = sorted(set(wanted) - set(per_class))
+        missing = sorted(set(split_wanted) - set(per_class))
         n_classes = len(per_class)
         if name == "imagenet100" and missing:
             checks.append(Check(f"{split}/ classes", "fail", f"{n_classes}/{len(wanted)} ImageNet-100 class folders found{extra}",
                                 f"Add the missing class folders ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}) from a full ImageNet {split}/ tree (scripts/download_imagenet100.sh links them)."))
+        elif name == "imagefolder" and (missing or not n_classes):
+            checks.append(Check(f"{split}/ classes", "fail", f"{n_classes}/{len(split_wanted)} listed class folders found{extra}"
+                                if wanted is not None else f"no class folders in {split_dir}{extra}",
+                                f"Put the images of each class in their own folder: {split_dir}/<class>/<image>."))
         elif name == "imagenet" and n_classes != NUM_CLASSES[name]:
             checks.append(Check(f"{split}/ classes", "fail", f"{n_classes} wnid folders found, expected 1000{extra}",
                                 f"Re-extract the full ILSVRC2012 {split} set into {split_dir}."))
@@ -142,7 +144,8 @@ def _verify_folders(name, root, counts, class_list, reservoir):
         empty = [c for c, n in per_class.items() if n == 0]
         if empty:
             checks.append(Check(f"{split}/ empty classes", "fail", f"{len(empty)} class folders hold no images: {', '.join(empty[:3])}",
-                                f"Re-extract those classes into {split_dir} (for train, the class tarball nXXXXXXXX.tar)."))
+                                f"Re-extract those classes into {split_dir} (for train, the class tarball nXXXXXXXX.tar)."
+                                if name != "imagefolder" else f"Add images to those folders or remove them from {split_dir}."))
         total = sum(per_class.values())
         note = f"; {ignored} non-image files ignored" if ignored else ""
         if expected is not None and total != expected:
@@ -153,12 +156,12 @@ def _verify_folders(name, root, counts, class_list, reservoir):
                                 f"Extract the {split} images into {split_dir}."))
         else:
             checks.append(Check(f"{split} images", "ok", f"{total:,} images" + (" (as expected)" if expected else "") + note))
-    if len(classes_by_split) == 2:
-        train, val = classes_by_split.values()
-        if train != val:
-            diff = sorted(train ^ val)
-            checks.append(Check("train/val classes", "fail", f"{len(diff)} classes are in only one split: {', '.join(diff[:3])}",
-                                "Give train/ and val/ the same class folders."))
+    if "train" in classes_by_split:
+        for split, classes in classes_by_split.items():
+            if classes != classes_by_split["train"]:
+                diff = sorted(classes ^ classes_by_split["train"])
+                checks.append(Check(f"train/{split} classes", "fail", f"{len(diff)} classes are in only one split: {', '.join(diff[:3])}",
+                                    f"Give train/ and {split}/ the same class folders."))
     checks.append(_decode_sample(reservoir.items))
     return checks
 
@@ -184,52 +187,31 @@ def _decode_sample(paths):
 # --- array datasets (CIFAR, STL-10) ---------------------------------------------------------------
 
 
-# The globals an ndarray pickle names: _reconstruct (protocol <= 4) or _frombuffer (protocol 5),
-# from numpy.core or numpy._core depending on the numpy that wrote it.
-_ARRAY_GLOBALS = {"_reconstruct": np.empty(0).__reduce__()[0], "_frombuffer": np.empty(0).__reduce_ex__(5)[0],
-                  "ndarray": np.ndarray, "dtype": np.dtype}
-
-
-class _ArraysOnlyUnpickler(pickle.Unpickler):
-    """Unpickles plain containers and numpy arrays only: no other code named in the file can run."""
-
-    def find_class(self, module, name):
-        if module.split(".")[0] == "numpy" and name in _ARRAY_GLOBALS:
-            return _ARRAY_GLOBALS[name]
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-
-
-def load_cifar_pickle(path):
-    with open(path, "rb") as f:
-        entry = _ArraysOnlyUnpickler(f, encoding="latin1").load()
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
-
-
 def _dataset_folder(root, folder):
     return root if root.name == folder else root / folder
 
 
 def _verify_cifar(name, root, counts):
-    folder_name, split_files, label_key, (meta_file, names_key) = CIFAR_FILES[name]
-    folder = _dataset_folder(root, folder_name)
+    layout = CIFAR_LAYOUT[name]
+    folder, meta_file = _dataset_folder(root, layout.folder), layout.meta
     get = f"`python -m mlx_hjepa.data download {name} --root {root}`"
     if not folder.is_dir():
         return [Check("layout", "fail", f"{folder} does not exist", f"Run {get}.")]
     checks = []
     try:
-        classes = len(load_cifar_pickle(folder / meta_file)[names_key])
+        classes = len(load_pickle((folder / meta_file).read_bytes())[layout.names_key])
         status = "ok" if classes == NUM_CLASSES[name] else "fail"
         checks.append(Check("classes", status, f"{classes} class names in {meta_file}",
                             "" if status == "ok" else f"Delete {folder} and run {get}."))
     except Exception as e:
         checks.append(Check("classes", "fail", f"{meta_file} unreadable ({type(e).__name__}: {e})", f"Delete {folder} and run {get}."))
-    for split, files in split_files.items():
+    for split, files in layout.splits.items():
         total, problems = 0, []
         for file in files:
             try:
-                entry = load_cifar_pickle(folder / file)
-                data, labels = np.asarray(entry["data"]), np.asarray(entry[label_key])
-                if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+                entry = load_pickle((folder / file).read_bytes())  # the loader's unpickler: arrays, containers only
+                data, labels = np.asarray(entry[b"data"]), np.asarray(entry[layout.labels_key])
+                if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
                     problems.append(f"{file}: data {data.dtype} {data.shape}, {len(labels)} labels")
                 elif len(labels) and not 0 <= labels.min() <= labels.max() < NUM_CLASSES[name]:
                     problems.append(f"{file}: labels outside 0..{NUM_CLASSES[name] - 1}")
@@ -247,30 +229,31 @@ def _verify_cifar(name, root, counts):
 
 
 def _verify_stl10(root, counts):
-    folder = _dataset_folder(root, STL_FOLDER)
+    folder = _dataset_folder(root, stl10.FOLDER)
     get = f"`python -m mlx_hjepa.data download stl10 --root {root}`"
     if not folder.is_dir():
         return [Check("layout", "fail", f"{folder} does not exist", f"Run {get}.")]
     checks = []
     names = folder / "class_names.txt"
     n_names = len(names.read_text().split()) if names.is_file() else 0
-    checks.append(Check("classes", "ok" if n_names == 10 else "fail", f"{n_names} class names in class_names.txt",
-                        "" if n_names == 10 else f"Delete {folder} and run {get}."))
+    ok = n_names == NUM_CLASSES["stl10"]
+    checks.append(Check("classes", "ok" if ok else "fail", f"{n_names} class names in class_names.txt",
+                        "" if ok else f"Delete {folder} and run {get}."))
     for split, expected in counts.items():
         images, labels = folder / f"{split}_X.bin", folder / f"{split}_y.bin"
         if not images.is_file() or (split != "unlabeled" and not labels.is_file()):
             checks.append(Check(f"{split} images", "fail", f"{images.name} or {labels.name} missing", f"Delete {folder} and run {get}."))
             continue
         size = images.stat().st_size
-        n = size // STL_IMAGE_BYTES
+        n = size // stl10.IMAGE_BYTES
         problem = ""
-        if size % STL_IMAGE_BYTES:
+        if size % stl10.IMAGE_BYTES:
             problem = f"{images.name} is {size:,} bytes, not a whole number of 96x96x3 images"
         elif split != "unlabeled":
             y = np.fromfile(labels, dtype=np.uint8)
             if len(y) != n:
                 problem = f"{n:,} images but {len(y):,} labels"
-            elif n and not 1 <= y.min() <= y.max() <= 10:
+            elif n and not 1 <= y.min() <= y.max() <= NUM_CLASSES["stl10"]:
                 problem = "labels outside 1..10"
         if not problem and expected is not None and n != expected:
             problem = f"{n:,} images, expected {expected:,}"
@@ -291,9 +274,9 @@ def verify_dataset(name, root, counts=None, class_list=None, sample=200, seed=0,
     expected = dict(KNOWN_COUNTS[name], **(counts or {}))
     if not root.is_dir():
         return [Check("root", "fail", f"{root} does not exist", f"Pass --root the folder that holds the {name} data.")]
-    if name in ("imagenet", "imagenet100"):
+    if name in FOLDER_DATASETS:
         checks = _verify_folders(name, root, expected, class_list, _Reservoir(sample, random.Random(seed)))
-    elif name in CIFAR_FILES:
+    elif name in CIFAR_LAYOUT:
         checks = _verify_cifar(name, root, expected)
     else:
         checks = _verify_stl10(root, expected)

@@ -8,8 +8,6 @@ directory, the checkpoint folder, or the folder holding the .safetensors file.
 """
 
 import argparse
-import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -20,15 +18,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..data import build_dataset
+from ..rules import EVAL_SPLITS
+from ..weights import write_json_atomic
 from .features import extract_features, load_eval_encoder, random_encoder_like, training_seed, with_image_size
 from .knn import WEIGHTINGS, knn_classify
 from .linear_probe import linear_probe
 
 PROTOCOLS = ("knn", "linear")
-# (train split, test split) per dataset: STL-10's 5k labelled train vs test, ImageNet's train vs val.
-EVAL_SPLITS = {"cifar10": ("train", "test"), "cifar100": ("train", "test"), "stl10": ("train", "test"),
-               "imagenet": ("train", "val"), "imagenet100": ("train", "val"), "imagefolder": ("train", "val"),
-               "synthetic": ("train", "val")}
 
 
 def parse_args(argv):
@@ -128,10 +124,7 @@ def run(args, console):
         result["linear"] = {key: linear[key] for key in ("top1", "top5", "lr", "weight_decay")}
         details["linear"] = linear
 
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(f".{out_file.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out_file)
+    write_json_atomic(out_file, result)
     print_table(console, args, result, details, len(train_y), len(test_y), train_split, test_split)
     console.print(f"Wrote {out_file.resolve()}")
     return result

@@ -20,28 +20,14 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from ..data import JEPAEvalTransform, build_dataloader
-from ..export import load_encoder, read_safetensors, resolve_checkpoint, training_config_of
-from ..models import VisionTransformer
-from ..train.step import normalize_images
+from ..models import VisionTransformer, normalize_images
+from ..rundir import resolve_weights, training_config_of
+from ..weights import load_encoder_file, read_safetensors, save_safetensors
 
-RUN_ENCODER_FILE = "encoder.safetensors"
 WHICH = ("target", "context")
 
 
 # ---------------------------------------------------------------- which weights
-
-def resolve_weights(source):
-    """A run directory, checkpoint folder or .safetensors file -> the weights file to read.
-
-    A run directory uses its latest checkpoint (it holds both encoders), or its exported
-    encoder.safetensors when it has no checkpoints.
-    """
-    source = Path(source)
-    if source.is_dir() and not (source / "model.safetensors").is_file() \
-            and not (source / "checkpoints" / "latest.json").is_file() and (source / RUN_ENCODER_FILE).is_file():
-        return source / RUN_ENCODER_FILE
-    return resolve_checkpoint(source)
-
 
 def load_eval_encoder(source, which="target"):
     """(encoder, weights file, training config or None) for `source`; `which` picks target or context."""
@@ -53,11 +39,7 @@ def load_eval_encoder(source, which="target"):
     if "encoder_config" in metadata and exported_which and exported_which != which:
         raise ValueError(f"{path} holds the exported {exported_which} encoder, not the {which} encoder; "
                          f"pass a run directory or checkpoint to choose, or drop --which.")
-    encoder = load_encoder(path, which)
-    training_config = training_config_of(path)
-    if training_config is None and "training_config" in metadata:
-        training_config = json.loads(metadata["training_config"])
-    return encoder, path, training_config
+    return load_encoder_file(path, which), path, training_config_of(path)
 
 
 def training_seed(training_config, default=0):
@@ -98,7 +80,8 @@ def pooled_features(encoder, images, num_layers=1):
 def _digest(*parts):
     h = hashlib.blake2b(digest_size=16)
     for part in parts:
-        h.update(part if isinstance(part, (bytes, memoryview)) else str(part).encode())
+        # surrogateescape: file names that are not valid UTF-8 still hash (as their raw bytes)
+        h.update(part if isinstance(part, (bytes, memoryview)) else str(part).encode("utf-8", "surrogateescape"))
         h.update(b"\0")
     return h.hexdigest()
 
@@ -195,12 +178,5 @@ def extract_features(encoder, data, batch_size=128, num_layers=1, transform=None
     features, labels = np.concatenate(features), np.concatenate(labels)
 
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:  # a file object, so MLX does not append ".safetensors" to the name
-                mx.save_safetensors(f, {"features": mx.array(features), "labels": mx.array(labels)})
-            os.replace(tmp, cache_file)
-        finally:
-            tmp.unlink(missing_ok=True)
+        save_safetensors(cache_file, {"features": mx.array(features), "labels": mx.array(labels)})
     return features, labels

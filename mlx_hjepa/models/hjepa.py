@@ -4,10 +4,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_map
 
+from ..rules import check_hierarchies
 from .predictor import Predictor
-from .vit import VisionTransformer, build_encoder
-
-MAX_HIERARCHIES = 4
+from .vit import VisionTransformer, transformer_flops
 
 
 class HJEPA(nn.Module):
@@ -21,12 +20,7 @@ class HJEPA(nn.Module):
     def __init__(self, encoder: VisionTransformer, predictor_dim=384, predictor_depth=6,
                  predictor_heads=6, predictor_mlp_ratio=4.0, num_hierarchies=3):
         super().__init__()
-        if not 1 <= num_hierarchies <= MAX_HIERARCHIES:
-            raise ValueError(f"num_hierarchies must be between 1 and {MAX_HIERARCHIES}, got {num_hierarchies}.")
-        coarsest = 2 ** (num_hierarchies - 1)
-        if coarsest > min(encoder.grid_size):
-            raise ValueError(f"num_hierarchies={num_hierarchies} pools {coarsest}x{coarsest} windows, larger than "
-                             f"the {encoder.grid_size[0]}x{encoder.grid_size[1]} patch grid; use fewer levels.")
+        check_hierarchies(num_hierarchies, min(encoder.grid_size))
         self.num_hierarchies = num_hierarchies
         self.encoder = encoder
         self.target_encoder = VisionTransformer(**encoder.config())
@@ -39,6 +33,22 @@ class HJEPA(nn.Module):
             head.weight = mx.eye(encoder.embed_dim)
             head.bias = mx.zeros((encoder.embed_dim,))
 
+    @classmethod
+    def from_config(cls, config, seed=None):
+        """The one model factory: `config` is {"encoder": VisionTransformer kwargs, "predictor":
+        {embed_dim, depth, num_heads, mlp_ratio}, "num_hierarchies": n}, as `config()` returns it,
+        as checkpoints store it and as `mlx_hjepa.config.model_config(cfg)` resolves a run's config.
+        `seed` seeds MLX's generator first, so the initial weights are a function of the seed."""
+        if seed is not None:
+            mx.random.seed(seed)
+        p = config["predictor"]
+        return cls(VisionTransformer(**config["encoder"]), p["embed_dim"], p["depth"], p["num_heads"],
+                   p["mlp_ratio"], config["num_hierarchies"])
+
+    def config(self):
+        return {"encoder": self.encoder.config(), "predictor": self.predictor.config(),
+                "num_hierarchies": self.num_hierarchies}
+
     @property
     def grid_size(self):
         return self.encoder.grid_size
@@ -50,24 +60,15 @@ class HJEPA(nn.Module):
         self.target_encoder.update(new)
 
 
-def build_hjepa(encoder_name="vit_small", img_size=224, patch_size=None, num_hierarchies=3,
-                predictor_dim=384, predictor_depth=6, predictor_heads=None, predictor_mlp_ratio=4.0,
-                act="gelu", **encoder_overrides):
-    encoder = build_encoder(encoder_name, img_size=img_size, patch_size=patch_size, act=act, **encoder_overrides)
-    heads = predictor_heads or max(1, predictor_dim // 64)
-    return HJEPA(encoder, predictor_dim, predictor_depth, heads, predictor_mlp_ratio, num_hierarchies)
-
-
-def step_flops(model: HJEPA, num_context, num_targets, target_len):
-    """Analytic FLOPs per image of one training step: target forward on every patch, context
-    encoder and predictor forward + backward (3x forward)."""
-    from .vit import transformer_flops
-
-    enc, pred = model.encoder, model.predictor
-    patchify = 2 * enc.num_patches * enc.patch_size**2 * 3 * enc.embed_dim
-    width = pred.predictor_embed.weight.shape[0]
-    mlp_ratio = pred.blocks[0].mlp.fc1.weight.shape[0] / width if pred.blocks else 4.0
-    target = patchify + transformer_flops(enc.num_patches, enc.embed_dim, enc.depth, enc.mlp_ratio)
-    context = patchify + transformer_flops(num_context, enc.embed_dim, enc.depth, enc.mlp_ratio)
-    predictor = num_targets * transformer_flops(num_context + target_len, width, len(pred.blocks), mlp_ratio)
+def step_flops(config, num_context, num_targets, target_len):
+    """Analytic FLOPs per image of one training step of the model `config` describes (an
+    `HJEPA.config()` dict): target forward on every patch, context encoder and predictor forward
+    + backward (3x forward)."""
+    enc, pred = config["encoder"], config["predictor"]
+    num_patches = (enc["img_size"] // enc["patch_size"]) ** 2
+    patchify = 2 * num_patches * enc["patch_size"] ** 2 * 3 * enc["embed_dim"]
+    target = patchify + transformer_flops(num_patches, enc["embed_dim"], enc["depth"], enc["mlp_ratio"])
+    context = patchify + transformer_flops(num_context, enc["embed_dim"], enc["depth"], enc["mlp_ratio"])
+    predictor = num_targets * transformer_flops(num_context + target_len, pred["embed_dim"], pred["depth"],
+                                                pred["mlp_ratio"])
     return target + 3 * (context + predictor)

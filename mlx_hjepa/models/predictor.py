@@ -10,6 +10,8 @@ class Predictor(nn.Module):
     def __init__(self, grid_size, encoder_dim, embed_dim=384, depth=6, num_heads=6, mlp_ratio=4.0, act="gelu"):
         super().__init__()
         self.grid_size = tuple(grid_size)
+        self.encoder_dim, self.embed_dim, self.depth = encoder_dim, embed_dim, depth
+        self.num_heads, self.mlp_ratio, self.act = num_heads, mlp_ratio, act
         self.predictor_embed = nn.Linear(encoder_dim, embed_dim)
         self.blocks = [Block(embed_dim, num_heads, mlp_ratio, act) for _ in range(depth)]
         self.predictor_norm = nn.LayerNorm(embed_dim, eps=LN_EPS)
@@ -17,6 +19,10 @@ class Predictor(nn.Module):
         self._pos_embed = mx.array(sincos_pos_embed_2d(embed_dim, *self.grid_size))
         init_like_ijepa(self)
         self.mask_token = mx.clip(mx.random.normal((1, 1, embed_dim)) * 0.02, -0.04, 0.04)
+
+    def config(self):
+        """The widths that rebuild this predictor (the encoder side comes from the encoder)."""
+        return dict(embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio)
 
     def __call__(self, context_tokens, context_indices, target_indices):
         """context_tokens (B, Kc, D_enc), context_indices (B, Kc), target_indices (B, M, Kt)

@@ -6,34 +6,22 @@ so it is neither optimised nor saved with the parameters).
 """
 
 import math
-import re
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
 from .._ops import fast_gelu
+from ..rules import IMAGENET_MEAN, IMAGENET_STD, check_patch_size
 
-PRESETS = {
-    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
-    "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
-    "vit_base": dict(embed_dim=768, depth=12, num_heads=12),
-    "vit_large": dict(embed_dim=1024, depth=24, num_heads=16),
-}
-PATCH_SIZES = (8, 14, 16)
 LN_EPS = 1e-6
 
 
-def parse_model_name(name):
-    """'vit_small_patch16_224' -> ('vit_small', 16, 224); 'vit_tiny' -> ('vit_tiny', None, None)."""
-    m = re.fullmatch(r"(vit_(?:tiny|small|base|large))(?:_patch(\d+))?(?:_(\d+))?", name)
-    if m is None:
-        raise ValueError(
-            f"Unknown encoder '{name}'; use one of {sorted(PRESETS)} "
-            "optionally followed by _patchP_SIZE (e.g. vit_small_patch16_224)."
-        )
-    preset, patch, size = m.groups()
-    return preset, (int(patch) if patch else None), (int(size) if size else None)
+def normalize_images(images_uint8, dtype=mx.float32):
+    """uint8 (B, H, W, 3) -> normalised float, on the device: the encoder's expected input."""
+    x = images_uint8.astype(mx.float32) / 255.0
+    x = (x - mx.array(IMAGENET_MEAN)) / mx.array(IMAGENET_STD)
+    return x.astype(dtype)
 
 
 def sincos_pos_embed_2d(embed_dim, grid_h, grid_w):
@@ -63,7 +51,7 @@ def gelu_exact(x):
 
 # "fast_gelu": multiply/add/divide only, within 5e-6 of exact GELU, 3.5x cheaper inside mx.compile
 # on CPUs (benchmarks/cpu_ops.py); exported weights still load into timm's exact-GELU ViT.
-ACTIVATIONS = {"gelu": gelu_exact, "fast_gelu": fast_gelu}
+ACTIVATION_FNS = {"gelu": gelu_exact, "fast_gelu": fast_gelu}  # keyed by rules.ACTIVATIONS
 
 
 class PatchEmbed(nn.Module):
@@ -111,7 +99,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), ACTIVATIONS[act])
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), ACTIVATION_FNS[act])
 
     def __call__(self, x):
         x = x + self.attn(self.norm1(x))
@@ -143,13 +131,12 @@ class VisionTransformer(nn.Module):
     def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=384, depth=12,
                  num_heads=6, mlp_ratio=4.0, act="gelu"):
         super().__init__()
-        if patch_size not in PATCH_SIZES:
-            raise ValueError(f"patch_size must be one of {PATCH_SIZES}, got {patch_size}.")
+        check_patch_size(patch_size)
         if img_size % patch_size:
             raise ValueError(f"image size {img_size} is not divisible by patch size {patch_size}; "
                              f"use a multiple of {patch_size}.")
-        if act not in ACTIVATIONS:
-            raise ValueError(f"Unknown activation '{act}'; choose from {sorted(ACTIVATIONS)}.")
+        if act not in ACTIVATION_FNS:
+            raise ValueError(f"Unknown activation '{act}'; choose from {sorted(ACTIVATION_FNS)}.")
         self.img_size, self.patch_size = img_size, patch_size
         self.grid_size = (img_size // patch_size, img_size // patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
@@ -191,14 +178,6 @@ class VisionTransformer(nn.Module):
                 hidden.append(x)
         x = self.norm(x)
         return (x, hidden) if return_layers else x
-
-
-def build_encoder(name="vit_small", img_size=224, patch_size=None, **overrides):
-    """Encoder from a preset or timm-style name; explicit dims in overrides win over the preset."""
-    preset, name_patch, _ = parse_model_name(name)
-    kwargs = dict(PRESETS[preset])
-    kwargs.update({k: v for k, v in overrides.items() if v is not None})
-    return VisionTransformer(img_size=img_size, patch_size=patch_size or name_patch or 16, **kwargs)
 
 
 def transformer_flops(num_tokens, dim, depth, mlp_ratio=4.0):

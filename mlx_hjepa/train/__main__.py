@@ -4,7 +4,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from mlx.utils import tree_flatten
+
 from .. import config as C
+from ..distributed import init_distributed
+from ..models import step_flops
+from ..rundir import RunDirLocked
+from .device import DeviceError, select_device
+from .stops import TrainingError
+from .trainer import Trainer
 
 
 def parse_args(argv):
@@ -41,55 +49,47 @@ def load(args):
     return C.load_config(source, overrides), run_dir
 
 
-def dry_run(cfg, world_size=1):
-    from ..models import step_flops
-    from .builders import build_mask_sampler, build_model, build_train_dataset
-
-    from mlx.utils import tree_flatten
-
-    model = build_model(cfg)
-    sampler = build_mask_sampler(cfg, model)
-    masks = sampler(cfg.data.batch_size, 0, 0)
+def dry_run(trainer):
+    """Print what the run would do. `trainer` is built exactly as for training (every check of the
+    real run before its first step has passed), but nothing is written."""
+    cfg, model = trainer.cfg, trainer.model
+    masks = trainer.sampler(cfg.data.batch_size, 0, 0)
     n_enc = sum(v.size for _, v in tree_flatten(model.encoder.parameters()))
     n_train = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
-    flops = step_flops(model, masks["context"].shape[1], *masks["targets"].shape[1:])
+    flops = step_flops(model.config(), masks["context"].shape[1], *masks["targets"].shape[1:])
     print(C.config_to_yaml(cfg))
     print(f"encoder: {n_enc / 1e6:.2f}M parameters, {model.grid_size[0]}x{model.grid_size[1]} patches; "
           f"trainable (encoder + predictor + heads): {n_train / 1e6:.2f}M")
     print(f"train step: {flops / 1e9:.2f} GFLOP per image (context {masks['context'].shape[1]} tokens, "
           f"{masks['targets'].shape[1]} targets of {masks['targets'].shape[2]})")
-    dataset = build_train_dataset(cfg)
+    dataset = trainer.dataset
     if hasattr(dataset, "get_dataset_stats"):
         for name, s in dataset.get_dataset_stats().items():
             print(f"data: {name}: {s['size']} images, weight {s['weight']:.3f}, "
                   f"{s['expected_samples_per_epoch']} expected per epoch")
     else:
         print(f"data: {dataset.name}: {len(dataset)} images")
-    global_batch = cfg.data.batch_size * cfg.training.accumulation_steps * world_size
-    steps = dataset.samples_per_epoch // (cfg.data.batch_size * world_size) // cfg.training.accumulation_steps
-    print(f"steps per epoch: {steps} (global batch {global_batch}), total {steps * cfg.training.epochs}")
+    print(f"steps per epoch: {trainer.steps_per_epoch} (global batch {trainer.global_batch}), "
+          f"total {trainer.total_steps}")
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         cfg, run_dir = load(args)
-        import mlx_hjepa  # noqa: F401  (fast BLAS before mlx.core)
-        from ..distributed import init_distributed
-        from .trainer import Trainer, TrainingError
-
         world = init_distributed()
+        select_device(cfg)
+        trainer = Trainer(cfg, run_dir=run_dir, resume=args.resume is not None or args.dry_run,
+                          stop_at_step=args.stop_at_step, world=world)
         if args.dry_run:
-            if world is None or world.rank() == 0:  # under mlx.launch, one copy of the summary
-                dry_run(cfg, world.size() if world else 1)
+            if trainer.is_main:  # under mlx.launch, one copy of the summary
+                dry_run(trainer)
             return 0
-        trainer = Trainer(cfg, run_dir=run_dir, resume=args.resume is not None, stop_at_step=args.stop_at_step,
-                          world=world)
         summary = trainer.fit()
     except (C.ConfigError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except TrainingError as err:
+    except (TrainingError, DeviceError, RunDirLocked) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C (or a signal) while the first was being handled

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from .. import config as C
+
 
 @dataclass(frozen=True)
 class Schedules:
@@ -19,6 +21,17 @@ class Schedules:
     ema_end: float
     ema_steps: int
     lr_decay: str = "cosine"  # after warmup: cosine | linear | constant
+
+    @classmethod
+    def from_config(cls, cfg, steps_per_epoch, world_size=1):
+        t, ema = cfg.training, cfg.model.target_encoder
+        total = max(1, t.epochs * steps_per_epoch)
+        lr = C.scaled_lr(cfg, world_size)
+        min_lr = lr if t.lr_schedule == "constant" else lr * t.min_lr_ratio
+        return cls(lr=lr, warmup_lr=lr * t.warmup_lr_ratio, min_lr=min_lr,
+                   warmup_steps=int(round(t.warmup_epochs * steps_per_epoch)), total_steps=total,
+                   weight_decay=t.weight_decay, weight_decay_end=t.weight_decay_end, ema_start=ema.ema_decay,
+                   ema_end=ema.ema_end_decay, ema_steps=ema.ema_anneal_end_step or total, lr_decay=t.lr_schedule)
 
     def learning_rate(self, step):
         """Linear warmup warmup_lr -> lr over warmup_steps, then lr -> min_lr (cosine, linear or

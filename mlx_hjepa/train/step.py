@@ -13,12 +13,11 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_map_with_path
 
+from .. import config as C
+from ..models import normalize_images
 from ..objective import feature_std, hierarchical_loss, variance_covariance
 from .optimizer import AdamW
 from .schedules import Schedules
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -34,12 +33,14 @@ class StepOptions:
     betas: tuple = (0.9, 0.999)
     eps: float = 1e-8
 
-
-def normalize_images(images_uint8, dtype=mx.float32):
-    """uint8 (B, H, W, 3) -> normalised float, on the device."""
-    x = images_uint8.astype(mx.float32) / 255.0
-    x = (x - mx.array(IMAGENET_MEAN)) / mx.array(IMAGENET_STD)
-    return x.astype(dtype)
+    @classmethod
+    def from_config(cls, cfg):
+        t = cfg.training
+        variance, covariance = C.vicreg_weights(cfg)
+        return cls(hierarchy_weights=tuple(cfg.loss.hierarchy_weights), loss_type=cfg.loss.type,
+                   normalize_embeddings=cfg.loss.normalize_embeddings, variance_weight=variance,
+                   covariance_weight=covariance, clip_grad=t.clip_grad or 0.0, accumulation_steps=t.accumulation_steps,
+                   bf16=t.use_amp, betas=tuple(t.betas))
 
 
 def _cast(tree, dtype):

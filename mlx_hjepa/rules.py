@@ -1,0 +1,86 @@
+"""Shared rules and constants: the floor every layer may import. Pure Python, no MLX, no numpy.
+
+Each name here has exactly one definition; config.py validates against these, models/ builds
+from them, data/ and eval/ name datasets and splits with them.
+"""
+
+import re
+
+# Encoder presets: timm's ViT sizes (mlp_ratio 4 for all).
+PRESETS = {
+    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
+    "vit_base": dict(embed_dim=768, depth=12, num_heads=12),
+    "vit_large": dict(embed_dim=1024, depth=24, num_heads=16),
+}
+PATCH_SIZES = (8, 14, 16)
+DEFAULT_PATCH_SIZE = 16
+DEFAULT_IMAGE_SIZE = 224
+MAX_HIERARCHIES = 4  # level l pools 2^l x 2^l windows: 8x8 at most
+
+# Pixel normalisation (ImageNet statistics, as timm's and I-JEPA's transforms use).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Datasets by name, and the (bank, query) splits an evaluation of each one uses.
+EVAL_SPLITS = {
+    "imagenet": ("train", "val"),
+    "imagenet100": ("train", "val"),
+    "imagefolder": ("train", "val"),
+    "cifar10": ("train", "test"),
+    "cifar100": ("train", "test"),
+    "stl10": ("train", "test"),
+    "synthetic": ("train", "val"),
+}
+DATASET_NAMES = tuple(EVAL_SPLITS)
+SAMPLING_STRATEGIES = ("weighted", "balanced", "concat")
+
+# Loss and activation names the code implements; LOSS_SPELLINGS maps what configs may say.
+LOSS_TYPES = ("smooth_l1", "mse")
+LOSS_SPELLINGS = {"smooth_l1": "smooth_l1", "smoothl1": "smooth_l1", "huber": "smooth_l1", "mse": "mse", "l2": "mse"}
+ACTIVATIONS = ("gelu", "fast_gelu")
+
+_MODEL_NAME = re.compile(r"(vit_[a-z]+?)(?:_patch(\d+))?(?:_(\d+))?")
+
+
+def parse_model_name(name):
+    """'vit_small_patch16_224' -> ('vit_small', 16, 224); 'vit_tiny' -> ('vit_tiny', None, None)."""
+    match = _MODEL_NAME.fullmatch(name.strip().lower())
+    if match is None or match[1] not in PRESETS:
+        sizes = "|".join(p.removeprefix("vit_") for p in PRESETS)
+        raise ValueError(f"Unknown encoder '{name}'; use vit_{{{sizes}}}, optionally with a patch and image size "
+                         "as in timm (e.g. vit_small_patch16_224).")
+    preset, patch, size = match.groups()
+    return preset, (int(patch) if patch else None), (int(size) if size else None)
+
+
+def encoder_config(name, img_size=None, patch_size=None, embed_dim=None, depth=None, num_heads=None,
+                   mlp_ratio=None, act="gelu"):
+    """The VisionTransformer keyword arguments a preset or timm-style name stands for; explicit
+    values win over the name's. The image size in a name (the 224 of ..._224) is the fallback only."""
+    preset, name_patch, name_img = parse_model_name(name)
+    dims = PRESETS[preset]
+
+    def first(*values):
+        return next(v for v in values if v is not None)
+
+    return dict(img_size=first(img_size, name_img, DEFAULT_IMAGE_SIZE),
+                patch_size=first(patch_size, name_patch, DEFAULT_PATCH_SIZE),
+                embed_dim=first(embed_dim, dims["embed_dim"]), depth=first(depth, dims["depth"]),
+                num_heads=first(num_heads, dims["num_heads"]), mlp_ratio=first(mlp_ratio, 4.0), act=act)
+
+
+def check_patch_size(patch_size):
+    """Raise ValueError unless the patch size is one the encoder supports."""
+    if patch_size not in PATCH_SIZES:
+        raise ValueError(f"Patch size {patch_size} is not supported; use one of {', '.join(map(str, PATCH_SIZES))}.")
+
+
+def check_hierarchies(num_hierarchies, grid_side):
+    """Raise ValueError unless `num_hierarchies` levels fit a patch grid whose shorter side is `grid_side`."""
+    if not 1 <= num_hierarchies <= MAX_HIERARCHIES:
+        raise ValueError(f"num_hierarchies is {num_hierarchies}; use 1 to {MAX_HIERARCHIES} (1 is plain I-JEPA).")
+    window = 2 ** (num_hierarchies - 1)
+    if window > grid_side:
+        raise ValueError(f"num_hierarchies ({num_hierarchies}) is too many for a {grid_side}x{grid_side} patch grid: "
+                         f"the coarsest level pools {window}x{window} windows; use at most {grid_side.bit_length()}.")
