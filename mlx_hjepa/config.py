@@ -211,6 +211,7 @@ RENAMED_KEYS = {
     "masking.target_aspect_ratio": "masking.aspect_ratio",
     "masking.context_mask_scale": "masking.context_scale",
     "training.gradient_clip": "training.clip_grad",
+    "training.gradient_accumulation_steps": "training.accumulation_steps",
     "logging.tensorboard.enabled": "logging.use_tensorboard",
 }
 
@@ -274,10 +275,13 @@ def load_config(source: Union[str, Path, dict, None] = None, overrides: typing.I
         path, value = _parse_override(item)
         _set_path(raw, RENAMED_KEYS.get(path, path), value)
     raw = _map_legacy_keys(raw, problems)  # legacy keys given with --set
-    cfg = _build(Config, raw, "", problems)
+    cfg = _build(Config, raw, "", problems)  # a value that cannot be read keeps its default...
+    try:
+        validate(cfg)  # ...so every other value is still checked: all problems in one report
+    except ConfigError as err:
+        problems.extend(p for p in err.problems if p not in problems)
     if problems:
         raise ConfigError(problems)
-    validate(cfg)
     return cfg
 
 
@@ -322,7 +326,10 @@ def _read_source(source) -> dict:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"Config file '{path}' is not valid YAML ({str(err).splitlines()[0]}); fix the syntax at the line it names.") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"Config file '{path}' is not valid YAML{where} ({what}); fix the syntax there.") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -555,7 +562,9 @@ def _unknown_key_message(path: str) -> str:
     paths = _schema_paths()
     siblings = [p for p in paths if p.rpartition(".")[0] == section]
     suggestion = None
-    synonym = KEY_SYNONYMS.get(leaf)
+    # a known other name, or a misspelling of one (learnign_rate -> learning_rate -> lr)
+    near = difflib.get_close_matches(leaf, list(KEY_SYNONYMS), n=1, cutoff=0.85)
+    synonym = KEY_SYNONYMS.get(leaf) or (KEY_SYNONYMS[near[0]] if near else None)
     if synonym:
         same_section = f"{section}.{synonym}" if section else synonym
         elsewhere = [p for p in paths if p.rpartition(".")[2] == synonym]

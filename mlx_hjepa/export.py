@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .errors import add_debug_flag, run_command
 from .rules import IMAGENET_MEAN, IMAGENET_STD
 from .rundir import MODEL_FILE, load_encoder, resolve_weights, training_config_of  # noqa: F401 (load_encoder: public)
 from .weights import (load_model_checkpoint, model_name, save_encoder, save_model_checkpoint, timm_architecture,
@@ -110,13 +111,14 @@ def main(argv=None):
     parser.add_argument("--layout", choices=["timm", "mlx"], default=None,
                         help="parameter names and shapes: timm (PyTorch, default for one encoder) or mlx")
     parser.add_argument("--hf-dir", help="also write a Hugging Face Hub folder (model.safetensors + config.json)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
+    return run_command(lambda: _export_command(args), args, prefix="hjepa-export:", value_error_code=1)
+
+
+def _export_command(args):
     which = "all" if args.full else args.which
-    try:
-        written = export(args.source, args.out, which, args.layout, args.hf_dir)
-    except (ValueError, OSError) as e:
-        print(f"hjepa-export: {e}", file=sys.stderr)
-        return 1
+    written = export(args.source, args.out, which, args.layout, args.hf_dir)
     what = "full training state" if which == "all" else f"{which} encoder"
     for path in written:
         print(f"Wrote {what} to {Path(path).resolve()}")

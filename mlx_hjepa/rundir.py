@@ -195,10 +195,15 @@ class RunDir:
         self.clean_temporaries()
 
     def clean_temporaries(self):
-        """Remove the hidden folders of saves that a kill interrupted (only the lock holder may)."""
+        """Remove what interrupted writes left: hidden checkpoint folders and .NAME.tmp-PID files
+        (only the lock holder may call this)."""
         for folder in self._folders():
             if folder.name.startswith(".step_"):
                 shutil.rmtree(folder, ignore_errors=True)
+        for parent in (self.path, self.checkpoints):
+            for leftover in parent.glob(".*.tmp-*") if parent.is_dir() else []:
+                if leftover.is_file():
+                    leftover.unlink()
 
     def _folders(self):
         return [f for f in self.checkpoints.iterdir() if f.is_dir()] if self.checkpoints.is_dir() else []

@@ -424,3 +424,32 @@ def test_docs_describe_every_key():
     missing = [p for p in leaves if f"`{p}`" not in docs]
     missing += [k for k in [*RENAMED_KEYS, *FIXED_KEYS, *UNSUPPORTED_KEYS] if f"`{k}`" not in docs]
     assert not missing, f"docs/config.md does not describe {missing}"
+
+
+def test_every_problem_is_reported_in_one_pass():
+    """A value that cannot be read keeps its default, so the other checks still run."""
+    with pytest.raises(ConfigError) as caught:
+        load_config({"data": {"dataset": "synthetic", "batch_size": "abc"}, "training": {"epochs": -1},
+                     "model": {"dpth": 3}})
+    problems = caught.value.problems
+    assert len(problems) == 3
+    assert any("data.batch_size" in p and "whole number" in p for p in problems)
+    assert any("training.epochs" in p and "at least 1" in p for p in problems)
+    assert any("model.dpth" in p and "model.depth" in p for p in problems)
+
+
+def test_yaml_syntax_errors_name_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  dataset: synthetic\n  image_size: [1\nmodel: {}\n")
+    with pytest.raises(ConfigError, match="at line 4, column 6"):
+        load_config(bad)
+
+
+def test_misspelled_other_names_still_find_the_key():
+    with pytest.raises(ConfigError, match="'training.learnign_rate'; did you mean 'training.lr'"):
+        load_config({"data": {"dataset": "synthetic"}, "training": {"learnign_rate": 3e-4}})
+
+
+def test_pytorch_gradient_accumulation_steps_is_mapped():
+    cfg = load_config({"data": {"dataset": "synthetic"}, "training": {"gradient_accumulation_steps": 4}})
+    assert cfg.training.accumulation_steps == 4

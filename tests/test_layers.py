@@ -10,7 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "mlx_hjepa"
 
 LAYERS = [
-    {"_blas", "_ops", "rules"},            # pure floor (rules: no MLX at all)
+    {"_blas", "_ops", "rules", "errors"},  # the floor (rules, errors: pure Python)
     {"masks"},                             # numpy mask rules
     {"config"},                            # schema; validates with the owners' rules
     {"data"},                              # host-side pixels
@@ -23,7 +23,7 @@ LAYERS = [
     {"export", "report", "info"},          # command-line tools on top; never imported below
 ]
 LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}
-PURE = {"rules", "config", "masks"}  # must not import MLX (config validates before any MLX work)
+PURE = {"rules", "errors", "config", "masks"}  # must not import MLX (config validates before any MLX work)
 
 
 def top_level(path):

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..config import load_config
+from ..errors import add_debug_flag, run_command
 from .build import build_dataset, build_multi_dataset
 from .download import ARCHIVES, DownloadError, download_dataset
 from .imagenet_val import PrepareError, prepare_imagenet_val
@@ -127,16 +128,15 @@ def build_parser():
     p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a config value, e.g. data.data_path=/data (repeatable)")
     p.add_argument("--split", default="train", help="split to summarise (default train)")
     p.set_defaults(run=_stats)
+    for command in commands.choices.values():
+        add_debug_flag(command)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return run_command(lambda: args.run(args), args, value_error_code=1, user_errors=USER_ERRORS)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue where it stopped.", file=sys.stderr)
         return 130

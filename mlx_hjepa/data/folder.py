@@ -98,6 +98,15 @@ def read_image_file(path, safe=False):
     return encode_ppm(_decode_with_pil(data))
 
 
+def _is_file(entry):
+    """False for anything that is not a readable regular file, a symlink loop included."""
+    try:
+        return entry.is_file()
+    except OSError as err:
+        warnings.warn(f"skipping {entry.path!r}: {err.strerror}", stacklevel=3)
+        return False
+
+
 class ImageFolderDataset(ImageSource):
     """Any class-per-folder tree: ``data_path/split/<class>/<image>``.
 
@@ -131,10 +140,8 @@ class ImageFolderDataset(ImageSource):
         files, labels, self.empty_classes = [], [], []
         for label, cls in enumerate(classes):
             class_dir = os.path.join(folder, cls)
-            names = sorted(
-                entry.name for entry in os.scandir(class_dir)
-                if entry.is_file() and is_image_name(entry.name)
-            ) if os.path.isdir(class_dir) else []
+            names = sorted(entry.name for entry in os.scandir(class_dir)
+                           if is_image_name(entry.name) and _is_file(entry)) if os.path.isdir(class_dir) else []
             if not names:
                 self.empty_classes.append(cls)
             files.extend(os.path.join(class_dir, n) for n in names)

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..data import build_dataset
+from ..errors import add_debug_flag, run_command
 from ..rules import EVAL_SPLITS
 from ..weights import write_json_atomic
 from .features import extract_features, load_eval_encoder, random_encoder_like, training_seed, with_image_size
@@ -57,6 +58,7 @@ def parse_args(argv):
                         help="feature cache folder (default: feature_cache/ beside the output)")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write cached features")
     parser.add_argument("--out", default=None, help="output JSON path (default: eval.json beside the weights)")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -147,17 +149,17 @@ def print_table(console, args, result, details, num_train, num_test, train_split
     console.print(table)
 
 
+def _command(args, console):
+    run(args, console)
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
     console = Console(stderr=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            run(args, console)
-            code = 0
-        except (ValueError, OSError) as error:
-            print(f"hjepa-eval: {error}", file=sys.stderr)
-            code = 1
+        code = run_command(lambda: _command(args, console), args, prefix="hjepa-eval:", value_error_code=1)
     for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
         console.print(f"[yellow]warning:[/yellow] {message}")
     return code

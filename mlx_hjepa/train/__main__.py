@@ -7,6 +7,7 @@ from pathlib import Path
 from mlx.utils import tree_flatten
 
 from .. import config as C
+from ..errors import add_debug_flag, run_command
 from ..distributed import init_distributed
 from ..models import step_flops
 from ..rundir import RunDirLocked
@@ -28,6 +29,7 @@ def parse_args(argv):
                     help="print the resolved config, model size, data mix and steps per epoch, then exit")
     ap.add_argument("--stop-at-step", type=int, metavar="N",
                     help="checkpoint and stop once the run reaches optimizer step N (continue with --resume auto)")
+    add_debug_flag(ap)
     return ap.parse_args(argv)
 
 
@@ -73,32 +75,30 @@ def dry_run(trainer):
           f"total {trainer.total_steps}")
 
 
+def train(args):
+    cfg, run_dir = load(args)
+    world = init_distributed()
+    select_device(cfg)
+    trainer = Trainer(cfg, run_dir=run_dir, resume=args.resume is not None or args.dry_run,
+                      stop_at_step=args.stop_at_step, world=world)
+    if args.dry_run:
+        if trainer.is_main:  # under mlx.launch, one copy of the summary
+            dry_run(trainer)
+        return 0
+    summary = trainer.fit()
+    if summary.get("finished") and "encoder" in summary:  # rank 0 of several processes, or the only one
+        print(f"done: run directory {summary['run_dir']}; encoder {summary.get('encoder')}")
+    return 0
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        cfg, run_dir = load(args)
-        world = init_distributed()
-        select_device(cfg)
-        trainer = Trainer(cfg, run_dir=run_dir, resume=args.resume is not None or args.dry_run,
-                          stop_at_step=args.stop_at_step, world=world)
-        if args.dry_run:
-            if trainer.is_main:  # under mlx.launch, one copy of the summary
-                dry_run(trainer)
-            return 0
-        summary = trainer.fit()
-    except (C.ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (TrainingError, DeviceError, RunDirLocked) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return run_command(lambda: train(args), args, user_errors=(TrainingError, DeviceError, RunDirLocked))
     except KeyboardInterrupt:  # a second Ctrl-C (or a signal) while the first was being handled
         print("error: interrupted; the last checkpoint in the run directory is intact (continue with --resume auto).",
               file=sys.stderr)
         return 130
-    if summary.get("finished") and "encoder" in summary:  # rank 0 of several processes, or the only one
-        print(f"done: run directory {summary['run_dir']}; encoder {summary.get('encoder')}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ One process: SIGTERM asks for a stop at the next step boundary (checkpoint, then
 SIGTERM means a rank failed, and it interrupts at once (no checkpoint of doubtful values).
 """
 
+import contextlib
 import signal
 
 
@@ -41,6 +42,20 @@ class StopPolicy:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
+
+    @contextlib.contextmanager
+    def shielded(self):
+        """Ctrl-C and SIGTERM wait while the stop's checkpoint is written (a save is atomic anyway,
+        but a second Ctrl-C should end in one sentence, not a traceback from inside the save)."""
+        if not self.enabled:
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
 
     def _request(self, signum, frame):
         self.signal = signum

@@ -94,6 +94,8 @@ class Trainer:
         if self.is_main:
             self.run.lock()
             self.run.clean_temporaries()  # leftovers of saves a kill interrupted
+            if self.resume_from is None:
+                self.run.truncate_metrics(0)  # lines of an attempt that died before its first checkpoint
         if self.resume_from is not None:
             resume.check_world_size(self.resume_from, self.world_size)
         if self.is_main:
@@ -150,7 +152,8 @@ class Trainer:
         if not self._settle_pending():
             raise TrainingError(f"stopped at step {self.global_step + 1}, whose loss was not finite; "
                                 f"{self._where()} stays intact.") from None
-        folder = self.save()
+        with self.stops.shielded():
+            folder = self.save()
         raise TrainingError(f"stopped at step {self.global_step}; checkpoint {folder}; continue with --resume auto.") \
             from None
 
