@@ -337,3 +337,41 @@ def test_model_checkpoint_helpers_still_write_atomically(tmp_path):
 
     path = save_model_checkpoint(tiny_hjepa(), tmp_path / "m.safetensors")
     assert path.is_file() and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_a_symlink_loop_in_a_class_folder_is_skipped_with_a_warning(tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "data"
+    for c in range(2):
+        folder = root / "train" / f"c{c}"
+        folder.mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(np.full((48, 48, 3), 25 * i + 60 * c, np.uint8)).save(folder / f"{i}.png")
+    (root / "train" / "c0" / "a.png").symlink_to("b.png")
+    (root / "train" / "c0" / "b.png").symlink_to("a.png")
+    with pytest.warns(UserWarning, match="b.png.*symbolic links|a.png.*symbolic links"):
+        code = train_cli.main(train_args(tmp_path / "runs", "data.dataset=imagefolder", f"data.data_path={root}",
+                                         "training.epochs=1"))
+    assert code == 0
+
+
+def test_ctrl_c_twice_ends_in_one_sentence_with_a_checkpoint_and_no_temporaries(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "mlx_hjepa.train", *train_args(tmp_path, "training.epochs=200")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "quickstart" / "metrics.jsonl"
+    for _ in range(600):
+        if metrics.is_file() and metrics.read_text().count("\n") >= 6:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # impatient: a second Ctrl-C while the checkpoint is written
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (1, 130) and "Traceback" not in err, err[-2000:]
+    assert [line for line in err.splitlines() if line.startswith("error:")], err[-2000:]
+    run = RunDir(tmp_path / "quickstart")
+    assert run.latest_checkpoint() is not None
+    assert train_cli.main(train_args(tmp_path, "training.epochs=200") + ["--resume", "auto", "--stop-at-step",
+                                                                         str(json.loads((run.latest_checkpoint() / "state.json").read_text())["step"] + 1)]) == 0
+    assert not list(run.checkpoints.glob(".step_*"))

@@ -5,7 +5,6 @@ One process: SIGTERM asks for a stop at the next step boundary (checkpoint, then
 SIGTERM means a rank failed, and it interrupts at once (no checkpoint of doubtful values).
 """
 
-import contextlib
 import signal
 
 
@@ -26,12 +25,13 @@ class StopPolicy:
         self.world_size, self.stop_at_step, self.accumulation_steps = world_size, stop_at_step, accumulation_steps
         self.enabled = enabled  # rank 0 handles signals
         self.signal = None  # set by SIGTERM in a single-process run
-        self._previous = None
+        self._previous = self._previous_int = None
 
     def install(self):
         if self.enabled:
             handler = self._request if self.world_size == 1 else _raise_stopped
             self._previous = signal.signal(signal.SIGTERM, handler)
+            self._previous_int = signal.signal(signal.SIGINT, self._interrupt_once)
 
     def ignore_sigterm(self):
         """From now on SIGTERM cannot cut short what this rank is reporting (mlx.launch sends it to every rank)."""
@@ -42,23 +42,23 @@ class StopPolicy:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
-
-    @contextlib.contextmanager
-    def shielded(self):
-        """Ctrl-C and SIGTERM wait while the stop's checkpoint is written (a save is atomic anyway,
-        but a second Ctrl-C should end in one sentence, not a traceback from inside the save)."""
-        if not self.enabled:
-            yield
-            return
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous[0])
-            signal.signal(signal.SIGTERM, previous[1])
+        if self._previous_int is not None:
+            signal.signal(signal.SIGINT, self._previous_int)
+            self._previous_int = None
 
     def _request(self, signum, frame):
         self.signal = signum
+
+    def _interrupt_once(self, signum, frame):
+        """Ctrl-C stops at once (and checkpoints, in one process). Further Ctrl-Cs wait until that
+        is done, so they cannot cut into the save or the data loader's clean-up with a second
+        traceback; and should the interrupt land in a finaliser that swallows it, the run still
+        stops at the next step boundary."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the process exits: it is on its way out
+        self._previous_int = None
+        if self.world_size == 1:
+            self.signal = signum
+        raise KeyboardInterrupt
 
     def should_stop(self, global_step, batch_in_epoch):
         """A stop is due and the run sits at an optimizer-step boundary."""

@@ -152,8 +152,7 @@ class Trainer:
         if not self._settle_pending():
             raise TrainingError(f"stopped at step {self.global_step + 1}, whose loss was not finite; "
                                 f"{self._where()} stays intact.") from None
-        with self.stops.shielded():
-            folder = self.save()
+        folder = self.save()
         raise TrainingError(f"stopped at step {self.global_step}; checkpoint {folder}; continue with --resume auto.") \
             from None
 
