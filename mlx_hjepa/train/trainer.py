@@ -95,6 +95,7 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
         self.eval_history = []
         self.tensorboard = None
+        self.images = None  # rank 0's logging.log_images / log_attention writer
         self._pending = None  # (metrics, batch, completes an update) of the step dispatched last
         self._stop_signal = None  # set by SIGTERM in a single-process run
         self.watchdog = StallWatchdog(stall_timeout_from_env(), self.rank, self.world_size) if world else None
@@ -177,6 +178,9 @@ class Trainer:
             "mlx": mx.__version__})
         if self.cfg.logging.use_tensorboard:
             self.tensorboard = TensorBoardWriter(self.run_dir / "tensorboard")
+        from ..report import image_logger
+
+        self.images = image_logger(self.cfg, self.run_dir, self.dataset, self.sampler, self.tensorboard)
 
     def _check_world_size(self):
         """Before anything is written: a checkpoint only continues with the world size that wrote it."""
@@ -313,6 +317,8 @@ class Trainer:
             self.save()
             if self.watchdog is not None:  # rank 0 writes and evaluates while the others wait
                 self.watchdog.pause()
+            if self.images is not None:  # between epochs, on rank 0; its time is left out of img/s
+                window.start += self.images(self.epoch, self.global_step, self.model)
             if cfg.evaluation.eval_frequency > 0 and self.epoch % cfg.evaluation.eval_frequency == 0 \
                     and self.epoch < cfg.training.epochs:
                 self._evaluate(progress)
@@ -405,6 +411,7 @@ class Trainer:
                 self.log(f"k-NN top-1: trained {final['knn_top1']:.2%} vs random init {random_init['top1']:.2%}")
                 with open(self.run_dir / "eval_knn.json", "w") as f:
                     json.dump({"trained": final, "random_init": random_init}, f, indent=2, default=float)
+        self.log(f"report: python -m mlx_hjepa.report {self.run_dir}")
         return summary
 
 
