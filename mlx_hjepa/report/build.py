@@ -34,9 +34,11 @@ def masks_section(run, out):
     picture, _ = overlays.masks_grid(images, masks, grid_of(run.encoder), run.encoder.patch_size)
     name = save(picture, out / FILES["masks"])
     levels = run.cfg.model.num_hierarchies
+    windows = ", ".join(f"level {lv}: {2 ** lv}x{2 ** lv} patches" for lv in range(1, levels))
     note = (f"The first {len(images)} images of the run's first batch (its own crops) with that step's masks: the context "
-            "tokens the encoder saw (blue tint, context block outlined), each target block, and the pooling windows of "
-            f"each of the {levels - 1} coarser level(s) that lie wholly inside a target block (the only ones the loss uses).")
+            "tokens the encoder saw (blue tint, context block outlined) and each target block"
+            + (f"; inset, the pooling windows of each coarser level ({windows}) that lie wholly inside a target "
+               "block, the only ones the loss uses." if windows else " (one level: no pooling windows)."))
     return html.section("1. Masks and hierarchy windows", note, name)
 
 
@@ -76,7 +78,7 @@ def neighbours_section(run, random_encoder, train, val, out):
     query_images = eval_images(val, queries)
     columns = {}
     for name, enc in (("trained", run.encoder), ("random init", random_encoder)):
-        bank, bank_labels = extract_features(enc, train, batch_size=256, num_workers=2)
+        bank, bank_labels = extract_features(enc, train, batch_size=256, num_workers=2, cache_dir=run.feature_cache)
         feats = analysis.patch_features(enc, R.normalize(query_images)).mean(axis=1)
         idx, _ = analysis.top_neighbours(bank, feats, NUM_NEIGHBOURS)
         images = np.stack([eval_images(train, row) for row in idx])
@@ -84,7 +86,8 @@ def neighbours_section(run, random_encoder, train, val, out):
     picture = overlays.neighbours_figure(query_images, val.labels[queries], columns, list(train.classes))
     note = (f"{len(queries)} {val.name} {getattr(val, 'split', 'val')} images and their {NUM_NEIGHBOURS} nearest "
             f"{train.name} train images by the k-NN evaluation's similarity (cosine of mean-pooled features), trained "
-            "beside random init; green frame: same label as the query.")
+            "beside random init; green frame: same label as the query. Train features are cached in the run's "
+            "feature_cache/, shared with python -m mlx_hjepa.eval.")
     return html.section("4. Nearest neighbours", note, save(picture, out / FILES["neighbours"]))
 
 
@@ -137,10 +140,11 @@ def header(run, seconds):
                          f"heads, {enc.img_size}px in {enc.patch_size}px patches ({enc.grid_size[0]}x{enc.grid_size[1]})"),
              ("hierarchy", f"{cfg.model.num_hierarchies} levels, weights {cfg.loss.hierarchy_weights}"),
              ("data", f"{mix}; batch {d.batch_size}, {cfg.training.epochs} epochs"),
-             ("progress", f"step {last.get('step', 0)}, epoch {last.get('epoch', 0)}" if last else "no training lines"),
+             ("progress", f"step {last['step']}, in epoch {last['epoch'] + 1} of {cfg.training.epochs}" if last
+              else "no training lines"),
              ("wall time", f"{wall / 60:.1f} min (run.json to the last metrics line)" if wall is not None else "unknown"),
              ("world size", str(run.launch.get("world_size", 1))),
-             ("report written in", f"{seconds:.1f} s")]
+             ("report", f"{seconds:.1f} s of CPU time to write")]
     rows = eval_rows(run)
     evals = html.table(("evaluation", "metric", "trained", "random init (baseline)"), rows) if rows else \
         '<p class="note">No eval.json or eval_knn.json in the run directory yet.</p>'
@@ -170,7 +174,7 @@ def write_report(run_dir, out=None, dataset=None, data_path=None, split=None, lo
     curves_html, _ = curves_section(run, out)
     sections.append(curves_html)
     seconds = time.process_time() - start
-    sections.insert(0, html.section("6. Run", None, extra=header(run, seconds)))
+    sections.insert(0, html.section("Run", None, extra=header(run, seconds)))
     index = out / "index.html"
     tmp = out / f".index.html.tmp-{os.getpid()}"
     tmp.write_text(html.page(f"mlx-hjepa run report: {run.cfg.experiment.name}", sections))

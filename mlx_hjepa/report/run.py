@@ -24,6 +24,7 @@ class Run:
     metrics: list = field(default_factory=list)  # metrics.jsonl, one dict per line
     evals: dict = field(default_factory=dict)  # file name -> contents of eval*.json
     launch: dict = field(default_factory=dict)  # run.json
+    feature_cache: Path = None  # where `python -m mlx_hjepa.eval RUN_DIR` caches features: shared with it
 
 
 def open_run(run_dir):
@@ -40,7 +41,7 @@ def open_run(run_dir):
         if metrics_file.is_file() else []
     evals = {f.name: json.loads(f.read_text()) for f in sorted(path.glob("eval*.json"))}
     launch = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else {}
-    return Run(path, cfg, encoder, weights, metrics, evals, launch)
+    return Run(path, cfg, encoder, weights, metrics, evals, launch, path / "feature_cache")
 
 
 def builders():
