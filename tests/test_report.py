@@ -188,3 +188,37 @@ def test_a_missing_run_is_one_sentence(tmp_path, capsys):
     assert report_cli.main([str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "config.yaml" in err and "\n" not in err
+
+
+def test_sections_that_need_missing_data_say_so_and_the_rest_is_written(run, tmp_path):
+    run_dir, _ = run
+    moved = tmp_path / "run"
+    moved.mkdir()
+    for name in ("config.yaml", "encoder.safetensors", "metrics.jsonl"):
+        (moved / name).write_bytes((run_dir / name).read_bytes())
+    text = (moved / "config.yaml").read_text().replace("dataset: synthetic", "dataset: cifar10")
+    (moved / "config.yaml").write_text(text.replace("data_path: ./data", f"data_path: {tmp_path / 'nothing'}"))
+    index = build.write_report(moved, log=lambda message: None)
+    page = index.read_text()
+    assert page.count("Skipped: the run&#x27;s data cannot be read here") == 4  # masks, attention, features, neighbours
+    assert (index.parent / "curves.png").is_file() and not (index.parent / "masks.png").exists()
+    with pytest.raises(FileNotFoundError):  # data named on the command line must exist
+        build.write_report(moved, tmp_path / "other", dataset="cifar10", data_path=tmp_path / "nothing",
+                           log=lambda message: None)
+
+
+def test_tensorboard_writer_stores_images_tensorboard_can_read(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mlx_hjepa.train.tensorboard import TensorBoardWriter
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    writer = TensorBoardWriter(tmp_path)
+    writer.image(7, "images/masks", buffer.getvalue(), 20, 30)
+    writer.close()
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    events.Reload()
+    (image,) = events.Images("images/masks")
+    assert (image.step, image.width, image.height, image.encoded_image_string) == (7, 30, 20, buffer.getvalue())

@@ -152,6 +152,17 @@ def header(run, seconds):
     return html.table(("", ""), facts) + evals + config
 
 
+def unless_data_missing(title, make, strict=False):
+    """make(), or, when the run's data cannot be read here, a section (or with title None, a sentence) saying so."""
+    try:
+        return make()
+    except (FileNotFoundError, ValueError) as err:
+        if strict:
+            raise
+        reason = f"Skipped: the run's data cannot be read here ({err}); pass --dataset and --data-path."
+        return reason if title is None else html.section(title, reason)
+
+
 def write_report(run_dir, out=None, dataset=None, data_path=None, split=None, log=print):
     """Write report/index.html and its PNGs; returns the path of index.html."""
     start = time.process_time()
@@ -162,16 +173,24 @@ def write_report(run_dir, out=None, dataset=None, data_path=None, split=None, lo
         (out / stale).unlink(missing_ok=True)
     mx.eval(run.encoder.parameters())
     random_encoder = R.random_init_like(run.encoder, run.cfg)
-    train, val = R.eval_datasets(run.cfg, dataset, data_path, split)
     log("report: masks")
-    sections = [masks_section(run, out)]
-    log("report: attention")
-    sections.append(attention_section(run, val, out))
-    log("report: feature maps")
-    sections.append(features_section(run, random_encoder, val, out))
-    log("report: nearest neighbours")
-    sections.append(neighbours_section(run, random_encoder, train, val, out))
-    curves_html, _ = curves_section(run, out)
+    sections = [unless_data_missing("1. Masks and hierarchy windows", lambda: masks_section(run, out))]
+    explicit = dataset or data_path or split  # data the user named must exist; the run's own may be elsewhere now
+    splits = unless_data_missing(None, lambda: R.eval_datasets(run.cfg, dataset, data_path, split), explicit)
+    if isinstance(splits, str):
+        sections += [html.section(title, splits) for title in ("2. Attention", "3. Feature maps (PCA)",
+                                                               "4. Nearest neighbours")]
+    else:
+        train, val = splits
+        log("report: attention")
+        sections.append(attention_section(run, val, out))
+        log("report: feature maps")
+        sections.append(features_section(run, random_encoder, val, out))
+        log("report: nearest neighbours")
+        sections.append(neighbours_section(run, random_encoder, train, val, out))
+    curves_html, counts = curves_section(run, out)
+    if counts is None:
+        log(curves.INSTALL_HINT)
     sections.append(curves_html)
     seconds = time.process_time() - start
     sections.insert(0, html.section("Run", None, extra=header(run, seconds)))
