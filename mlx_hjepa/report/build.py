@@ -2,6 +2,7 @@
 
 import os
 import time
+from html import escape
 from pathlib import Path
 
 import mlx.core as mx
@@ -25,13 +26,9 @@ def save(image, path):
     return path.name
 
 
-def grid_of(encoder):
-    return encoder.grid_size
-
-
 def masks_section(run, out):
     images, masks = R.training_sample(run.cfg, NUM_MASK_IMAGES)
-    picture, _ = overlays.masks_grid(images, masks, grid_of(run.encoder), run.encoder.patch_size)
+    picture, _ = overlays.masks_grid(images, masks, run.encoder.grid_size, run.encoder.patch_size)
     name = save(picture, out / FILES["masks"])
     levels = run.cfg.model.num_hierarchies
     windows = ", ".join(f"level {lv}: {2 ** lv}x{2 ** lv} patches" for lv in range(1, levels))
@@ -54,8 +51,8 @@ def eval_images(dataset, indices):
 def attention_section(run, val, out):
     images = eval_images(val, pick(val, NUM_ATTENTION_IMAGES))
     weights = analysis.last_block_attention(run.encoder, R.normalize(images))
-    queries = overlays.query_patches(grid_of(run.encoder))
-    picture = overlays.attention_figure(images, weights, grid_of(run.encoder), run.encoder.patch_size, queries)
+    queries = overlays.query_patches(run.encoder.grid_size)
+    picture = overlays.attention_figure(images, weights, run.encoder.grid_size, run.encoder.patch_size, queries)
     note = ("Target encoder, last block, one row per head: where the marked query patches (green squares) attend, "
             "and the mean attention over all queries; each map is stretched from its minimum (dark) to its maximum (bright) and upsampled over the image.")
     return html.section("2. Attention", note, save(picture, out / FILES["attention"]))
@@ -64,7 +61,7 @@ def attention_section(run, val, out):
 def features_section(run, random_encoder, val, out):
     images = eval_images(val, pick(val, NUM_FEATURE_IMAGES))
     x = R.normalize(images)
-    maps = {name: analysis.pca_rgb(analysis.patch_features(enc, x), grid_of(run.encoder))
+    maps = {name: analysis.pca_rgb(analysis.patch_features(enc, x), run.encoder.grid_size)
             for name, enc in (("trained", run.encoder), ("random init", random_encoder))}
     note = ("The first three principal components of the last block's patch features (fitted over these images' "
             "patches together) as red, green and blue: patches the encoder sees as alike share a colour.")
@@ -148,7 +145,7 @@ def header(run, seconds):
     rows = eval_rows(run)
     evals = html.table(("evaluation", "metric", "trained", "random init (baseline)"), rows) if rows else \
         '<p class="note">No eval.json or eval_knn.json in the run directory yet.</p>'
-    config = f"<details><summary>resolved config</summary><pre>{html.html.escape(C.config_to_yaml(cfg))}</pre></details>"
+    config = f"<details><summary>resolved config</summary><pre>{escape(C.config_to_yaml(cfg))}</pre></details>"
     return html.table(("", ""), facts) + evals + config
 
 
