@@ -165,6 +165,9 @@ class LoggingConfig:
     use_tensorboard: bool = False
     log_frequency: int = 50
     log_dataset_distribution: bool = True
+    log_images: bool = False  # masks grid to RUN_DIR/images/ (and TensorBoard)
+    log_attention: bool = False  # last-block attention and PCA feature maps likewise
+    image_frequency: Optional[int] = None  # epochs between images; None: checkpoint.save_frequency
 
 
 @dataclass
@@ -227,8 +230,6 @@ FIXED_KEYS = {
     "data.pin_memory": (True, "MLX arrays live in unified memory, which needs no pinning"),
     "data.augmentation.random_crop": (True, "the random resized crop is always on; set data.transforms.crop_scale: [1.0, 1.0] to crop nothing"),
     "logging.use_wandb": (False, "Weights & Biases is not supported; use logging.use_tensorboard or metrics.jsonl in the run directory"),
-    "logging.log_images": (False, "no images are logged"),
-    "logging.log_attention": (False, "attention maps are not logged"),
     "logging.log_gradients": (False, "gradient histograms are not logged"),
     "checkpoint.save_best": (False, "there is no validation loss to pick a best checkpoint by; the latest, every save_frequency epochs and the last keep_last_k are kept"),
 }
@@ -731,6 +732,7 @@ def _check_experiment(cfg: Config, check: _Checks) -> None:
     cfg.device = check.choice("device", cfg.device, DEVICES)
     lg, ck, ev = cfg.logging, cfg.checkpoint, cfg.evaluation
     check(lg.log_frequency >= 1, f"Config key 'logging.log_frequency' is {lg.log_frequency}; log every 1 or more steps.")
+    check(lg.image_frequency is None or lg.image_frequency >= 1, f"Config key 'logging.image_frequency' is {lg.image_frequency}; write images every 1 or more epochs, or leave it unset for every checkpoint.")
     check(ck.keep_last_k >= 1, f"Config key 'checkpoint.keep_last_k' is {ck.keep_last_k}; keep at least 1 checkpoint.")
     check(ck.save_frequency >= 1, f"Config key 'checkpoint.save_frequency' is {ck.save_frequency}; save every 1 or more epochs.")
     check(ev.eval_frequency >= 0, f"Config key 'evaluation.eval_frequency' is {ev.eval_frequency}; use a number of epochs, or 0 for no k-NN during training.")

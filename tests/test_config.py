@@ -161,16 +161,15 @@ def test_pytorch_config_lists_every_key_it_cannot_honour(tmp_path):
     path = tmp_path / "old.yaml"
     path.write_text(PYTORCH_LAYOUT)
     problems = problems_of(path)
-    assert len(problems) == 5
-    for key in ("logging.log_images: true", "logging.log_attention: true", "checkpoint.save_best: true", "checkpoint.metric", "checkpoint.mode"):
+    assert len(problems) == 3
+    for key in ("checkpoint.save_best: true", "checkpoint.metric", "checkpoint.mode"):
         assert sum(f"'{key}" in p for p in problems) == 1, key
     assert all("remove it" in p for p in problems)
 
 
 def test_pytorch_config_with_honourable_values_loads_with_its_meaning():
     raw = yaml.safe_load(PYTORCH_LAYOUT)
-    for section, key in [("logging", "log_images"), ("logging", "log_attention"), ("checkpoint", "save_best")]:
-        raw[section][key] = False
+    raw["checkpoint"]["save_best"] = False
     del raw["checkpoint"]["metric"], raw["checkpoint"]["mode"]
     cfg = load_config(raw)
     assert cfg.device == "gpu"  # mps: MLX's Metal GPU
@@ -178,6 +177,7 @@ def test_pytorch_config_with_honourable_values_loads_with_its_meaning():
     assert cfg.model.target_encoder.ema_anneal_end_step == 300000
     assert (cfg.checkpoint.save_frequency, cfg.evaluation.eval_frequency, cfg.experiment.seed) == (10, 10, 42)
     assert cfg.loss.type == "mse" and cfg.loss.hierarchy_weights == [1.0, 0.7, 0.5]
+    assert cfg.logging.log_images and cfg.logging.log_attention  # the PyTorch keys are honoured
     assert vicreg_weights(cfg) == (1.0, 1.0 / 25.0)
     assert cfg.data.transforms.crop_scale == (0.8, 1.0) and cfg.data.transforms.horizontal_flip
 
@@ -337,6 +337,12 @@ def test_overrides_reach_into_lists_and_use_legacy_names():
     assert cfg.experiment.seed == 9
 
 
+def test_image_frequency_is_a_number_of_epochs_or_unset():
+    assert load_config(MINIMAL).logging.image_frequency is None
+    assert load_config(MINIMAL, ["logging.image_frequency=3"]).logging.image_frequency == 3
+    assert "'logging.image_frequency' is 0" in problems_of(MINIMAL, ["logging.image_frequency=0"])[0]
+
+
 def test_overrides_are_checked_like_the_file():
     assert problems_of(MINIMAL, ["training.learning_rate=1e-3"]) == ["Unknown config key 'training.learning_rate'; did you mean 'training.lr'?"]
     assert "must be a whole number" in problems_of(MINIMAL, ["training.epochs=many"])[0]
@@ -344,7 +350,7 @@ def test_overrides_are_checked_like_the_file():
     assert "key.path=value" in problems_of(MINIMAL, ["training.lr"])[0]
     assert "single value, not a section" in problems_of(MINIMAL, ["data.dataset.name=x"])[0]
     assert "index it with 0..0" in problems_of(minimal(data={"dataset": None, "use_multi_dataset": True, "datasets": [{"name": "cifar10"}]}), ["data.datasets.3.weight=1"])[0]
-    assert "logging.log_images: true" in problems_of(MINIMAL, ["logging.log_images=true"])[0]
+    assert "logging.log_gradients: true" in problems_of(MINIMAL, ["logging.log_gradients=true"])[0]
 
 
 # --------------------------------------------------------------------------- round trip, sizes

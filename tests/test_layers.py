@@ -19,6 +19,7 @@ LAYERS = [
     {"weights"},                           # weight files
     {"rundir"},                            # the run directory's layout, lock, checkpoints
     {"eval"},                              # reads runs through rundir and weights
+    {"viz"},                               # pictures of a model (report, and images during training)
     {"train"},                             # may use eval for the in-run k-NN
     {"export", "report", "info"},          # command-line tools on top; never imported below
 ]

@@ -29,6 +29,14 @@ class TensorBoardWriter:
         self._writer.add_event(self._event(wall_time=time.time(), step=int(step), summary=self._summary(value=values)))
         self._writer.flush()
 
+    def image(self, step, tag, png, height, width):
+        if self._writer is None:
+            return
+        image = self._summary.Image(height=height, width=width, colorspace=3, encoded_image_string=png)
+        value = self._summary.Value(tag=tag, image=image)
+        self._writer.add_event(self._event(wall_time=time.time(), step=int(step), summary=self._summary(value=[value])))
+        self._writer.flush()
+
     def close(self):
         if self._writer is not None:
             self._writer.close()

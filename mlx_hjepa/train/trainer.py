@@ -18,6 +18,7 @@ from ..distributed import PeerLostError, StallWatchdog, check_peers, peer_lost, 
 from ..masks import MultiBlockMaskSampler
 from ..models import HJEPA
 from ..rundir import RunDir
+from ..viz import image_logger
 from ..weights import save_encoder
 from . import resume
 from .inrun_eval import InRunEval
@@ -59,7 +60,7 @@ class Trainer:
         self.step = TrainStep(self.model, schedules, StepOptions.from_config(cfg), group=world)
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
         self.stops = StopPolicy(self.world_size, stop_at_step, A, enabled=self.is_main)
-        self.metrics = self.evaluation = None  # made in fit(), once the run directory is ours
+        self.metrics = self.evaluation = self.images = None  # made in fit(), once the run directory is ours
         self._pending = None  # (metrics, batch, completes an update) of the step dispatched last
         self.watchdog = StallWatchdog(stall_timeout_from_env(), self.rank, self.world_size) if world else None
 
@@ -103,6 +104,8 @@ class Trainer:
             self.run.write_run_info(C.launch_info(self.cfg, self.world_size) | {"mlx": mx.__version__})
         self.metrics = MetricsLog(self.run, self.is_main, self.cfg.logging.use_tensorboard)
         self.evaluation = InRunEval(self.cfg, self.metrics, self.log, enabled=self.is_main)
+        if self.is_main:  # logging.log_images / log_attention: None when both are off
+            self.images = image_logger(self.cfg, self.run.path, self.dataset, self.sampler, self.metrics.tensorboard)
         try:
             return self._fit()
         finally:
@@ -185,6 +188,8 @@ class Trainer:
             self.save()
             if self.watchdog is not None:  # rank 0 writes and evaluates while the others wait
                 self.watchdog.pause()
+            if self.images is not None:  # between epochs; its time is left out of img/s
+                window.start += self.images(self.epoch, self.global_step, self.model)
             if self.evaluation.due(self.epoch):
                 self.evaluation.evaluate(self.model, self.global_step, self.epoch)
         return True
@@ -236,4 +241,5 @@ class Trainer:
         summary["encoder"] = str(encoder_path)
         self.log(f"exported target encoder: {encoder_path}")
         summary.update(self.evaluation.final(self.model, self.global_step, self.epoch, self.run))
+        self.log(f"report: python -m mlx_hjepa.report {self.run.path}")
         return summary
