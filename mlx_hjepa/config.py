@@ -652,6 +652,11 @@ def global_batch(cfg: Config, world_size: int = 1) -> int:
     return cfg.data.batch_size * cfg.training.accumulation_steps * world_size
 
 
+def describe_batch(cfg: Config, world_size: int = 1) -> str:
+    return (f"batch {cfg.data.batch_size} per process x {world_size} process(es) x "
+            f"{cfg.training.accumulation_steps} accumulation = global batch {global_batch(cfg, world_size)}")
+
+
 def scaled_lr(cfg: Config, world_size: int = 1) -> float:
     """Peak learning rate after training.lr_scaling (linear: lr * global batch / 256)."""
     if cfg.training.lr_scaling == "linear":

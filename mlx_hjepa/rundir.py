@@ -74,6 +74,17 @@ class RunDir:
         self._lock_fd = fd
         return self
 
+    def begin(self, config_yaml, launch, fresh):
+        """Start writing: take the lock, clear what killed writes left, and record the config and the
+        launch. `fresh` (no checkpoint to resume) also clears metrics of an attempt that died before
+        its first checkpoint."""
+        self.lock()
+        self.clean_temporaries()
+        if fresh:
+            self.truncate_metrics(0)
+        self.write_config(config_yaml)
+        self.write_run_info(launch)
+
     def unlock(self):
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing releases the flock
@@ -182,6 +193,11 @@ class RunDir:
                           stacklevel=2)
             return complete[-1]
         return None
+
+    def describe_latest(self, last_is="the last checkpoint"):
+        """Where a user finds the run's last checkpoint, as a clause for error messages."""
+        last = self.latest_checkpoint()
+        return f"{last_is} is {last}" if last else "no checkpoint was written yet"
 
     def prune(self, keep_steps):
         """Remove checkpoints of steps not in `keep_steps`, older copies of a kept step, and temporaries

@@ -11,7 +11,7 @@ The command line (``python -m mlx_hjepa.data``: download, verify, ...) lives in 
 
 from ..rules import DATASET_NAMES
 from .build import (build_dataset, build_eval_datasets, build_multi_dataset, build_train_dataset, default_transform,
-                    eval_source, source_options)
+                    build_train_loader, eval_source, source_options)
 from .cifar import CIFARDataset
 from .folder import IMAGENET100_CLASSES, ImageFolderDataset, ImageNet100Dataset, ImageNetDataset
 from .loader import DataLoader, build_dataloader
@@ -25,5 +25,5 @@ __all__ = [
     "DATASET_NAMES", "IMAGENET100_CLASSES", "ArrayDataset", "CIFARDataset", "DataLoader", "ImageFolderDataset",
     "ImageNet100Dataset", "ImageNetDataset", "ImageSource", "JEPAEvalTransform", "JEPATransform", "STL10Dataset",
     "SyntheticDataset", "UnreadableImageError", "WeightedMultiDataset", "build_dataloader", "build_dataset",
-    "build_multi_dataset", "default_transform", "build_train_dataset", "build_eval_datasets", "eval_source", "source_options", "random_resized_crop_params",
+    "build_multi_dataset", "default_transform", "build_train_dataset", "build_train_loader", "build_eval_datasets", "eval_source", "source_options", "random_resized_crop_params",
 ]

@@ -4,6 +4,7 @@ evaluation datasets a run's config describes."""
 import os
 
 from ..rules import DATASET_NAMES, EVAL_SPLITS
+from .loader import build_dataloader
 
 from .cifar import CIFARDataset
 from .folder import ImageFolderDataset, ImageNet100Dataset, ImageNetDataset
@@ -110,6 +111,13 @@ def build_train_dataset(cfg):
         dataset = WeightedMultiDataset([dataset], [1.0], "balanced", d.samples_per_epoch, transform=dataset.transform,
                                        name=dataset.name)
     return dataset
+
+
+def build_train_loader(cfg, world_size=1, rank=0):
+    """(dataset, loader) of the training stream: this rank's shard of every epoch, full batches only."""
+    dataset = build_train_dataset(cfg)
+    return dataset, build_dataloader(dataset, cfg.data.batch_size, num_workers=cfg.data.num_workers, shuffle=True,
+                                     drop_last=True, seed=cfg.experiment.seed, world_size=world_size, rank=rank)
 
 
 def eval_source(cfg):

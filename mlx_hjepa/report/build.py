@@ -1,6 +1,5 @@
 """The run report: six sections from a run directory into report/index.html and its PNGs."""
 
-import os
 import time
 from html import escape
 from pathlib import Path
@@ -12,6 +11,7 @@ from mlx.utils import tree_flatten
 from .. import config as C
 from ..eval.features import extract_features
 from ..viz import analysis, overlays
+from ..weights import write_text_atomic
 from . import curves, html, run as R
 
 NUM_MASK_IMAGES = 8
@@ -191,8 +191,4 @@ def write_report(run_dir, out=None, dataset=None, data_path=None, split=None, lo
     sections.append(curves_html)
     seconds = time.process_time() - start
     sections.insert(0, html.section("Run", None, extra=header(run, seconds)))
-    index = out / "index.html"
-    tmp = out / f".index.html.tmp-{os.getpid()}"
-    tmp.write_text(html.page(f"mlx-hjepa run report: {run.cfg.experiment.name}", sections))
-    os.replace(tmp, index)
-    return index
+    return write_text_atomic(out / "index.html", html.page(f"mlx-hjepa run report: {run.cfg.experiment.name}", sections))

@@ -13,8 +13,8 @@ from .tensorboard import TensorBoardWriter
 class MetricsLog:
     """Rank 0's sink for metric records; on other ranks every call does nothing."""
 
-    def __init__(self, run_dir, enabled=True, tensorboard=False):
-        self.run_dir = run_dir if enabled else None
+    def __init__(self, run_dir, enabled=True, tensorboard=False, with_mix=True):
+        self.run_dir, self.with_mix = (run_dir if enabled else None), with_mix
         self.tensorboard = TensorBoardWriter(run_dir.path / "tensorboard") if enabled and tensorboard else None
 
     def write(self, record):
@@ -23,6 +23,13 @@ class MetricsLog:
         self.run_dir.append_metrics(record)
         if self.tensorboard is not None:
             self.tensorboard.scalars(record["step"], record)
+
+    def flush(self, window, step, epoch, out, **extra):
+        """Write the window's record (plus `extra`), start a new window, return the record."""
+        record = {**window.record(step, epoch, out, self.with_mix), **extra}
+        self.write(record)
+        window.reset()
+        return record
 
     def close(self):
         if self.tensorboard is not None:

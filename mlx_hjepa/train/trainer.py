@@ -13,7 +13,7 @@ import time
 import mlx.core as mx
 
 from .. import config as C
-from ..data import build_dataloader, build_train_dataset
+from ..data import build_train_loader
 from ..distributed import PeerLostError, StallWatchdog, check_peers, peer_lost, shard_rows, stall_timeout_from_env
 from ..masks import MultiBlockMaskSampler
 from ..models import HJEPA
@@ -45,10 +45,7 @@ class Trainer:
         self.model = HJEPA.from_config(C.model_config(cfg), seed=cfg.experiment.seed)
         self.sampler = MultiBlockMaskSampler.from_config(cfg.masking, self.model.grid_size,
                                                          cfg.model.num_hierarchies, cfg.experiment.seed)
-        self.dataset = build_train_dataset(cfg)
-        self.loader = build_dataloader(self.dataset, cfg.data.batch_size, num_workers=cfg.data.num_workers,
-                                       shuffle=True, drop_last=True, seed=cfg.experiment.seed,
-                                       world_size=self.world_size, rank=self.rank)
+        self.dataset, self.loader = build_train_loader(cfg, self.world_size, self.rank)
         A = cfg.training.accumulation_steps
         self.steps_per_epoch = len(self.loader) // A
         if self.steps_per_epoch == 0:
@@ -85,24 +82,17 @@ class Trainer:
         return folder
 
     def _where(self, last_is="the last checkpoint"):
-        if not self.is_main:
-            return "checkpoints are on rank 0"
-        last = self.run.latest_checkpoint()
-        return f"{last_is} is {last}" if last else "no checkpoint was written yet"
+        return self.run.describe_latest(last_is) if self.is_main else "checkpoints are on rank 0"
 
     # -- run ----------------------------------------------------------------------------
     def fit(self):
-        if self.is_main:
-            self.run.lock()
-            self.run.clean_temporaries()  # leftovers of saves a kill interrupted
-            if self.resume_from is None:
-                self.run.truncate_metrics(0)  # lines of an attempt that died before its first checkpoint
         if self.resume_from is not None:
             resume.check_world_size(self.resume_from, self.world_size)
         if self.is_main:
-            self.run.write_config(C.config_to_yaml(self.cfg))  # the launch goes to run.json
-            self.run.write_run_info(C.launch_info(self.cfg, self.world_size) | {"mlx": mx.__version__})
-        self.metrics = MetricsLog(self.run, self.is_main, self.cfg.logging.use_tensorboard)
+            self.run.begin(C.config_to_yaml(self.cfg), C.launch_info(self.cfg, self.world_size) | {"mlx": mx.__version__},
+                           fresh=self.resume_from is None)
+        self.metrics = MetricsLog(self.run, self.is_main, self.cfg.logging.use_tensorboard,
+                                  self.cfg.logging.log_dataset_distribution)
         self.evaluation = InRunEval(self.cfg, self.metrics, self.log, enabled=self.is_main)
         if self.is_main:  # logging.log_images / log_attention: None when both are off
             self.images = image_logger(self.cfg, self.run.path, self.dataset, self.sampler, self.metrics.tensorboard)
@@ -118,8 +108,7 @@ class Trainer:
         resume.sync_ranks(self)
         self.log(f"run directory: {self.run.path}")
         self.log(f"{self.dataset.samples_per_epoch} images per epoch, {self.steps_per_epoch} steps/epoch x "
-                 f"{self.cfg.training.epochs} epochs, batch {self.cfg.data.batch_size} per process x {self.world_size} "
-                 f"process(es) x {self.cfg.training.accumulation_steps} accumulation = global batch {self.global_batch}")
+                 f"{self.cfg.training.epochs} epochs; {C.describe_batch(self.cfg, self.world_size)}")
         progress = Progress(self.total_steps, self.global_step, enabled=self.is_main, log=self.log,
                             images_per_step=self.global_batch)
         self.stops.install()
@@ -213,11 +202,9 @@ class Trainer:
             self.global_step += 1
             progress.update(self.global_step, self.epoch, loss, window.level_losses[-1], out["lr"].item())
             if self.global_step % self.cfg.logging.log_frequency == 0 or self.global_step == self.total_steps:
-                record = window.record(self.global_step, self.epoch, out, self.cfg.logging.log_dataset_distribution)
-                record["step_traces"] = self.step.trace_count  # compiled-step traces so far: one per new mask shape
-                self.metrics.write(record)
+                # step_traces: compiled-step traces so far, one per new mask shape
+                record = self.metrics.flush(window, self.global_step, self.epoch, out, step_traces=self.step.trace_count)
                 progress.describe(record)
-                window.reset()
         return self.stops.should_stop(self.global_step, self.batch_in_epoch)
 
     def _settle_pending(self):
