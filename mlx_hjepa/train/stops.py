@@ -5,6 +5,7 @@ One process: SIGTERM asks for a stop at the next step boundary (checkpoint, then
 SIGTERM means a rank failed, and it interrupts at once (no checkpoint of doubtful values).
 """
 
+import math
 import signal
 
 
@@ -68,6 +69,47 @@ class StopPolicy:
     @property
     def signal_name(self):
         return signal.Signals(self.signal).name if self.signal is not None else None
+
+
+def stopped_early(trainer):
+    """The loop returned before the last epoch (SIGTERM in one process, or --stop-at-step): checkpoint,
+    then say how to continue."""
+    folder = trainer.save()
+    if trainer.stops.signal is not None:
+        raise TrainingError(f"stopped by {trainer.stops.signal_name} at step {trainer.global_step}; checkpoint "
+                            f"{folder}; continue with --resume auto.")
+    trainer.log(f"stopped at step {trainer.global_step} (--stop-at-step); checkpoint {folder}; continue with "
+                "--resume auto")
+    return {"finished": False, "step": trainer.global_step, "checkpoint": str(folder)}
+
+
+def settle_pending(trainer):
+    """After an interrupt: count the step already dispatched (the model holds its update). False if
+    that step's loss is not finite, so nothing may be saved."""
+    pending, trainer._pending = trainer._pending, None
+    if pending is None:
+        return True
+    out, _, completes_update = pending
+    if not math.isfinite(out["loss"].item()):
+        return False
+    trainer.global_step += int(completes_update)
+    return True
+
+
+def stopped_by_interrupt(trainer, stop):
+    """Ctrl-C (or, with several processes, the launcher's SIGTERM) cut the loop short: raise the
+    sentence for the user, after checkpointing where that is safe."""
+    if trainer.world_size > 1:
+        # The step in flight may have lost a rank, and a collective that fails that way can
+        # leave wrong values without an error: keep the last checkpoint, write no doubtful one.
+        trainer.stops.ignore_sigterm()
+        raise interrupted_error(stop, trainer.rank, trainer.global_step + 1, trainer._where()) from None
+    if not settle_pending(trainer):
+        raise TrainingError(f"stopped at step {trainer.global_step + 1}, whose loss was not finite; "
+                            f"{trainer._where()} stays intact.") from None
+    folder = trainer.save()
+    raise TrainingError(f"stopped at step {trainer.global_step}; checkpoint {folder}; continue with --resume auto.") \
+        from None
 
 
 def interrupted_error(stop, rank, next_step, where):

@@ -26,7 +26,7 @@ from .metrics import MetricsLog, Window
 from .progress import Progress
 from .schedules import Schedules
 from .step import StepOptions, TrainStep
-from .stops import StopPolicy, TrainingError, interrupted_error, peer_lost_error
+from .stops import StopPolicy, TrainingError, peer_lost_error, stopped_by_interrupt, stopped_early
 
 
 class Trainer:
@@ -116,7 +116,7 @@ class Trainer:
             with progress:
                 finished = self._train(progress)
         except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM with several processes (stops.Stopped)
-            self._interrupted(stop)
+            stopped_by_interrupt(self, stop)
         except RuntimeError as err:
             self.stops.ignore_sigterm()  # first: mlx.launch is about to SIGTERM this rank too
             if not peer_lost(err):
@@ -126,27 +126,7 @@ class Trainer:
             self.stops.restore()
             if self.watchdog is not None:
                 self.watchdog.pause()
-        if finished:
-            return self._finish()
-        folder = self.save()
-        if self.stops.signal is not None:
-            raise TrainingError(f"stopped by {self.stops.signal_name} at step {self.global_step}; checkpoint {folder}; "
-                                "continue with --resume auto.")
-        self.log(f"stopped at step {self.global_step} (--stop-at-step); checkpoint {folder}; continue with --resume auto")
-        return {"finished": False, "step": self.global_step, "checkpoint": str(folder)}
-
-    def _interrupted(self, stop):
-        if self.world_size > 1:
-            # The step in flight may have lost a rank, and a collective that fails that way can
-            # leave wrong values without an error: keep the last checkpoint, write no doubtful one.
-            self.stops.ignore_sigterm()
-            raise interrupted_error(stop, self.rank, self.global_step + 1, self._where()) from None
-        if not self._settle_pending():
-            raise TrainingError(f"stopped at step {self.global_step + 1}, whose loss was not finite; "
-                                f"{self._where()} stays intact.") from None
-        folder = self.save()
-        raise TrainingError(f"stopped at step {self.global_step}; checkpoint {folder}; continue with --resume auto.") \
-            from None
+        return self._finish() if finished else stopped_early(self)
 
     def _train(self, progress):
         cfg, B = self.cfg, self.cfg.data.batch_size
@@ -164,7 +144,7 @@ class Trainer:
                         return False
                     out = self.step(batch["image"], masks)
                     mx.async_eval(out)
-                    # From here the model holds this step's update: a stop must count it (_settle_pending).
+                    # From here the model holds this step's update: a stop must count it (stops.settle_pending).
                     self._pending = (out, batch, (b + 1) % cfg.training.accumulation_steps == 0)
                     self.batch_in_epoch = b + 1
                     t_wait = time.perf_counter()
@@ -206,18 +186,6 @@ class Trainer:
                 record = self.metrics.flush(window, self.global_step, self.epoch, out, step_traces=self.step.trace_count)
                 progress.describe(record)
         return self.stops.should_stop(self.global_step, self.batch_in_epoch)
-
-    def _settle_pending(self):
-        """After a stop signal: count the step already dispatched (the model holds its update).
-        False if that step's loss is not finite, so nothing may be saved."""
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return True
-        out, _, completes_update = pending
-        if not math.isfinite(out["loss"].item()):
-            return False
-        self.global_step += int(completes_update)
-        return True
 
     def _finish(self):
         summary = {"finished": True, "step": self.global_step, "run_dir": str(self.run.path)}
