@@ -75,10 +75,10 @@ class RunDir:
         return self
 
     def begin(self, config_yaml, launch, fresh):
-        """Start writing: take the lock, clear what killed writes left, and record the config and the
-        launch. `fresh` (no checkpoint to resume) also clears metrics of an attempt that died before
-        its first checkpoint."""
-        self.lock()
+        """Start writing (under the lock): clear what killed writes left, and record the config and
+        the launch. `fresh` (no checkpoint to resume) also clears metrics of an attempt that died
+        before its first checkpoint."""
+        assert self._lock_fd is not None, "lock() the run directory before writing it"
         self.clean_temporaries()
         if fresh:
             self.truncate_metrics(0)

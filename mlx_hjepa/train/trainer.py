@@ -31,17 +31,14 @@ from .stops import StopPolicy, TrainingError, peer_lost_error, stopped_by_interr
 
 class Trainer:
     def __init__(self, cfg, run_dir=None, resume=False, stop_at_step=None, log=print, world=None):
-        self.cfg, self.group = cfg, world
+        self.cfg, self.group, self.resume = cfg, world, resume
         self.world_size, self.rank = (world.size(), world.rank()) if world is not None else (1, 0)
         self.is_main = self.rank == 0
         self.log = log if self.is_main else (lambda *args, **kwargs: None)  # rank 0 speaks for the run
         self.run = RunDir(run_dir or C.run_dir_of(cfg))
-        # Only rank 0 reads the run directory (the others may be on hosts without it); the
-        # others get its weights, optimizer state and position in _sync_ranks.
-        self.resume_from = self.run.latest_checkpoint() if self.is_main else None
-        if self.resume_from is not None and not resume:
-            raise TrainingError(f"{self.run.path} already holds a run; pass --resume auto to continue it, or set "
-                                "experiment.name (or --output-dir) for a new one.")
+        # Only rank 0 reads the run directory, in fit() under its lock (the others may be on hosts
+        # without it); the others get its weights, optimizer state and position in resume.sync_ranks.
+        self.resume_from = None
         self.model = HJEPA.from_config(C.model_config(cfg), seed=cfg.experiment.seed)
         self.sampler = MultiBlockMaskSampler.from_config(cfg.masking, self.model.grid_size,
                                                          cfg.model.num_hierarchies, cfg.experiment.seed)
@@ -86,6 +83,22 @@ class Trainer:
 
     # -- run ----------------------------------------------------------------------------
     def fit(self):
+        if self.is_main:
+            self.run.lock()
+        try:
+            self._begin()
+            return self._fit()
+        finally:
+            if self.metrics is not None:
+                self.metrics.close()
+            self.run.unlock()
+
+    def _begin(self):
+        if self.is_main:  # under the lock no other process writes: look at the latest checkpoint again
+            self.resume_from = self.run.latest_checkpoint()
+            if self.resume_from is not None and not self.resume:
+                raise TrainingError(f"{self.run.path} already holds a run; pass --resume auto to continue it, or "
+                                    "set experiment.name (or --output-dir) for a new one.")
         if self.resume_from is not None:
             resume.check_world_size(self.resume_from, self.world_size)
         if self.is_main:
@@ -96,11 +109,6 @@ class Trainer:
         self.evaluation = InRunEval(self.cfg, self.metrics, self.log, enabled=self.is_main)
         if self.is_main:  # logging.log_images / log_attention: None when both are off
             self.images = image_logger(self.cfg, self.run.path, self.dataset, self.sampler, self.metrics.tensorboard)
-        try:
-            return self._fit()
-        finally:
-            self.metrics.close()
-            self.run.unlock()
 
     def _fit(self):
         if self.resume_from is not None:
