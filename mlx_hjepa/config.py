@@ -28,7 +28,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from .masks import MultiBlockMaskSampler
-from .rules import (ACTIVATIONS, CLASS_LIST_DATASETS, DATASET_NAMES, DEFAULT_DATASET_WEIGHT, LOSS_SPELLINGS,
+from .rules import (ACTIVATIONS, DATASET_NAMES, DEFAULT_DATASET_WEIGHT, FOLDER_DATASETS, LOSS_SPELLINGS,
                     MAX_HIERARCHIES, PATCH_SIZES, SAMPLING_STRATEGIES, SPLITS, WEIGHTED_STRATEGIES, encoder_config,
                     weights_problem)
 
@@ -858,8 +858,8 @@ def _check_source(check: _Checks, key: str, name: str, split: Optional[str], cla
           f"Config key '{key}.split' is '{split}'; {name} has splits {', '.join(splits or ['<any folder name>'])} "
           "(leave it unset for the pretraining split).")
     if class_list is not None:
-        if check(name in CLASS_LIST_DATASETS, f"Config key '{key}.class_list' is set but {name} has a fixed set of "
-                                              f"classes; class_list applies to {', '.join(CLASS_LIST_DATASETS)}."):
+        if check(name in FOLDER_DATASETS, f"Config key '{key}.class_list' is set but {name} has a fixed set of "
+                                              f"classes; class_list applies to {', '.join(FOLDER_DATASETS)}."):
             check(not isinstance(class_list, list) or len(class_list) > 0,
                   f"Config key '{key}.class_list' is an empty list; list class folder names (synsets) or give a file "
                   "with one name a line.")

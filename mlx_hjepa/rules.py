@@ -47,7 +47,7 @@ SPLITS = {
 }
 PRETRAIN_SPLITS = {"stl10": "train+unlabeled"}
 AUGMENTED_SPLITS = ("train", "unlabeled", "train+unlabeled")
-CLASS_LIST_DATASETS = ("imagenet", "imagenet100", "imagefolder")  # folder datasets: data.class_list picks classes
+FOLDER_DATASETS = ("imagenet", "imagenet100", "imagefolder")  # class folders on disk: data.class_list picks them
 
 
 def pretrain_split(name):

@@ -394,6 +394,7 @@ def test_stats_reports_the_mix(tmp_path, capsys):
     assert main(["stats", str(config)]) == 0
     out = capsys.readouterr().out
     assert "cifar10" in out and "stl10" in out and "0.750" in out and "20" in out
+    assert "train+unlabeled" in out  # what pretraining reads of STL-10
 
 
 def test_stats_rejects_a_bad_config_before_building_data(tmp_path, capsys):

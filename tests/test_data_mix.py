@@ -174,6 +174,15 @@ def test_class_list_in_training_and_evaluation(roots, tmp_path):
         build_train_dataset(one_config(roots, "imagenet100", data_path=imagenet, class_list="missing.txt"))
 
 
+def test_verify_takes_the_same_class_list(roots, tmp_path, capsys):
+    listed = tmp_path / "two.txt"
+    listed.write_text("\n".join(WNIDS[:2]))
+    for name in ("imagenet", "imagenet100"):
+        assert data_cli.main(["verify", name, "--root", str(roots / "imagenet"), "--class-list", str(listed)]) == 0
+        out = capsys.readouterr().out
+        assert "2 classes from" in out and "2 class folders; 2 other folders ignored" in out
+
+
 def test_imagenet100_classes_are_public_and_the_subclass_recipe_is_refused_or_honoured(roots):
     assert len(ImageNet100Dataset.CLASSES) == 100
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..config import load_config
 from ..errors import add_debug_flag, run_command
-from ..rules import CLASS_LIST_DATASETS
+from ..rules import FOLDER_DATASETS
 from .build import build_dataset, build_multi_dataset, build_train_dataset
 from .download import ARCHIVES, DownloadError, download_dataset, not_downloadable
 from .imagenet_val import PrepareError, prepare_imagenet_val
@@ -109,7 +109,7 @@ def build_parser():
     p = commands.add_parser("download", help="download and unpack CIFAR-10, CIFAR-100 or STL-10",
                             description="Download an official archive (resumable, MD5-checked) and unpack it under --root. "
                                         "ImageNet cannot be downloaded by a script: see scripts/download_imagenet100.sh.")
-    p.add_argument("name", choices=sorted(ARCHIVES) + list(CLASS_LIST_DATASETS),
+    p.add_argument("name", choices=sorted(ARCHIVES) + list(FOLDER_DATASETS),
                    help="dataset to download (imagenet and imagenet100 say how to get them)")
     p.add_argument("--root", type=Path, help="folder to hold the dataset (e.g. ./data); required")
     p.add_argument("--keep-archive", action="store_true", help="keep the .tar.gz after unpacking")

@@ -3,7 +3,7 @@ evaluation datasets a run's config describes."""
 
 import os
 
-from ..rules import CLASS_LIST_DATASETS, DATASET_NAMES, EVAL_SPLITS, pretrain_split
+from ..rules import DATASET_NAMES, EVAL_SPLITS, FOLDER_DATASETS, pretrain_split
 
 from .cifar import CIFARDataset
 from .download import ARCHIVES, dataset_is_present, download_dataset, not_downloadable
@@ -34,7 +34,7 @@ def _download_if_missing(name, data_path):
     if name in ARCHIVES:
         if not dataset_is_present(name, data_path):
             download_dataset(name, data_path)
-    elif name in CLASS_LIST_DATASETS:
+    elif name in FOLDER_DATASETS:
         raise ValueError(not_downloadable(name, data_path))
 
 
@@ -55,8 +55,8 @@ def build_dataset(dataset_name, data_path="./data", split="train", image_size=22
     name = str(dataset_name).lower()
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {dataset_name!r}; valid names: {', '.join(DATASET_NAMES)}.")
-    if options.get("class_list") is not None and name not in CLASS_LIST_DATASETS:
-        raise ValueError(f"{name} has a fixed set of classes; class_list applies to {', '.join(CLASS_LIST_DATASETS)}.")
+    if options.get("class_list") is not None and name not in FOLDER_DATASETS:
+        raise ValueError(f"{name} has a fixed set of classes; class_list applies to {', '.join(FOLDER_DATASETS)}.")
     if options.get("class_list") is None:
         options.pop("class_list", None)
     if download:

@@ -20,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..rules import FOLDER_DATASETS
+
 
 @dataclass(frozen=True)
 class Archive:
@@ -200,7 +202,7 @@ def missing_files(name, root):
 def download_dataset(name, root, url=None, md5=None, keep_archive=False, progress=None, **kwargs):
     """Download and unpack dataset `name` (cifar10, cifar100, stl10) under `root`.
     `url` and `md5` override the official ones. Returns the dataset folder."""
-    if name in ("imagenet", "imagenet100", "imagefolder"):
+    if name in FOLDER_DATASETS:
         raise DownloadError(not_downloadable(name, root))
     if name not in ARCHIVES:
         raise DownloadError(f"Unknown dataset {name!r}; choose one of {', '.join(ARCHIVES)}.")

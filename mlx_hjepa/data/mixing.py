@@ -54,8 +54,8 @@ class WeightedMultiDataset(ImageSource):
             when every image has one size, else a JEPATransform at 224 px.
         weight_schedule: {epoch: weights}: from each named epoch on, draw with those weights.
 
-    ``weights`` can be reassigned (validated); the new weights apply from the next epoch
-    (until the next epoch the weight schedule names, when there is one).
+    ``weights`` can be reassigned (validated); the new weights apply from the next epoch.
+    A weight schedule, when there is one, wins from the first epoch it names.
     Labels are offset per dataset so they are unique across the mix (``classes`` are
     "name/class"); the batch's "dataset" entry says which dataset a sample came from.
     """

@@ -19,6 +19,7 @@ import numpy as np
 from . import stl10
 from .cifar import LAYOUT as CIFAR_LAYOUT
 from .cifar import load_pickle
+from ..rules import FOLDER_DATASETS
 from .folder import IMAGENET100_CLASSES, is_image_name, read_class_list
 
 # None: no official count; the folder is checked for layout, classes and decodes only.
@@ -32,7 +33,6 @@ KNOWN_COUNTS = {
 }
 NUM_CLASSES = {"imagenet": 1000, "imagenet100": 100, "cifar10": 10, "cifar100": 100, "stl10": len(stl10.CLASSES)}
 DATASETS = tuple(KNOWN_COUNTS)
-FOLDER_DATASETS = ("imagenet", "imagenet100", "imagefolder")
 
 WNID = re.compile(r"^n\d{8}$")
 FLAT_VAL_IMAGE = re.compile(r"^ILSVRC2012_val_\d{8}\.JPEG$")
