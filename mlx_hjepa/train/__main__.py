@@ -66,7 +66,8 @@ def dry_run(trainer):
           f"{masks['targets'].shape[1]} targets of {masks['targets'].shape[2]})")
     dataset = trainer.dataset
     if hasattr(dataset, "get_dataset_stats"):
-        print(f"data: {dataset.samples_per_epoch} images per epoch, sampling {dataset.strategy}")
+        how = f"sampling {dataset.strategy}" if len(dataset.datasets) > 1 else "a fresh random subset every epoch"
+        print(f"data: {dataset.samples_per_epoch} images per epoch, {how}")
         for name, s in dataset.get_dataset_stats().items():
             weight = "" if s["weight"] is None else f", weight {s['weight']:.3f}"  # only a weighted mix reads weights
             print(f"data: {name} ({s['split']}): {s['size']} images{weight}, "
