@@ -28,8 +28,9 @@ from typing import Any, Optional, Union
 import yaml
 
 from .masks import MultiBlockMaskSampler
-from .rules import (ACTIVATIONS, DATASET_NAMES, LOSS_SPELLINGS, MAX_HIERARCHIES, PATCH_SIZES, SAMPLING_STRATEGIES,
-                    encoder_config)
+from .rules import (ACTIVATIONS, DATASET_NAMES, DEFAULT_DATASET_WEIGHT, FOLDER_DATASETS, LOSS_SPELLINGS,
+                    MAX_HIERARCHIES, PATCH_SIZES, SAMPLING_STRATEGIES, SPLITS, WEIGHTED_STRATEGIES, encoder_config,
+                    weights_problem)
 
 DEVICES = {"auto": "auto", "gpu": "gpu", "cpu": "cpu", "mps": "gpu", "cuda": "gpu", "metal": "gpu"}
 LR_SCHEDULES = ("cosine", "linear", "constant")
@@ -91,8 +92,17 @@ class ModelConfig:
 @dataclass
 class DatasetEntry:
     name: str
-    weight: float = 1.0
+    weight: float = DEFAULT_DATASET_WEIGHT
     path: Optional[str] = None  # None: data.data_path
+    split: Optional[str] = None  # None: the dataset's pretraining split (stl10: train+unlabeled; others: train)
+    class_list: Optional[Union[str, list[str]]] = None  # folder datasets: a file of class names or a list
+
+
+@dataclass
+class WeightChange:
+    """From epoch `from_epoch` on (0-based), a weighted mix draws with `weights` (one per data.datasets entry)."""
+    from_epoch: int
+    weights: list[float]
 
 
 @dataclass
@@ -106,6 +116,8 @@ class TransformsConfig:
 class DataConfig:
     dataset: Optional[str] = None  # required unless use_multi_dataset
     data_path: str = "./data"
+    split: Optional[str] = None  # one dataset: None is its pretraining split, as for data.datasets entries
+    class_list: Optional[Union[str, list[str]]] = None  # one folder dataset: a file of class names or a list
     image_size: int = 224
     batch_size: int = 32  # per process (rank)
     num_workers: int = 4
@@ -113,6 +125,7 @@ class DataConfig:
     datasets: list[DatasetEntry] = field(default_factory=list)
     sampling_strategy: str = "weighted"
     samples_per_epoch: Optional[int] = None  # weighted/balanced mixes; None: the sum of the dataset sizes
+    weight_schedule: list[WeightChange] = field(default_factory=list)  # weighted mixes: new weights by epoch
     transforms: TransformsConfig = field(default_factory=TransformsConfig)
 
 
@@ -430,6 +443,15 @@ def _map_legacy_keys(raw: dict, problems: list[str]) -> dict:
         levels = ModelConfig.num_hierarchies if levels is _MISSING else levels
         if isinstance(levels, int) and levels >= 1:
             _set_path(raw, "loss.hierarchy_weights", [float(weights)] * levels)
+    schedule = _get_path(raw, "data.weight_schedule")
+    if isinstance(schedule, dict):  # {epoch: weights}, the short form, becomes [{epoch, weights}, ...]
+        try:
+            changes = sorted((int(epoch), weights) for epoch, weights in schedule.items())
+            _set_path(raw, "data.weight_schedule", [{"from_epoch": e, "weights": w} for e, w in changes])
+        except (TypeError, ValueError):
+            problems.append(f"Config key 'data.weight_schedule' is {schedule!r}; write it as {{EPOCH: [w1, w2, ...]}} "
+                            "with whole-number epochs, e.g. {0: [0.6, 0.4], 50: [0.8, 0.2]}.")
+            _pop_path(raw, "data.weight_schedule")
     for key, (honoured, reason) in FIXED_KEYS.items():
         value = _pop_path(raw, key)
         if value is not _MISSING and not _same_value(value, honoured):
@@ -484,8 +506,10 @@ def _convert(tp, value, path: str, problems: list[str]):
     if origin is Union:
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, path, problems)
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) > 1:  # text or a list of texts (class_list): the value's shape picks which
+            inner = [a for a in inner if (typing.get_origin(a) is list) == isinstance(value, list)] or inner
+        return _convert(inner[0], value, path, problems)
     if dataclasses.is_dataclass(tp):
         built = _build(tp, value, path, problems)
         return _MISSING if built is None else built
@@ -792,13 +816,23 @@ def _check_data(cfg: Config, check: _Checks, encoder: Optional[dict]) -> Optiona
             for i, entry in enumerate(d.datasets):
                 entry.name = check.choice(f"data.datasets[{i}].name", entry.name, DATASET_NAMES)
                 check(entry.weight >= 0, f"Config key 'data.datasets[{i}].weight' is {entry.weight}; weights must be >= 0.")
+                _check_source(check, f"data.datasets[{i}]", entry.name, entry.split, entry.class_list)
             check(sum(max(e.weight, 0.0) for e in d.datasets) > 0, "Config key 'data.datasets' has weights that sum to 0; give at least one dataset a positive weight.")
         d.sampling_strategy = check.choice("data.sampling_strategy", d.sampling_strategy, SAMPLING_STRATEGIES)
+        problem = weights_problem(d.sampling_strategy, [e.weight for e in d.datasets])
+        check(problem is None, f"Config key 'data.datasets[].weight': {problem}")
+        _check_weight_schedule(cfg, check)
+        check(d.split is None and d.class_list is None,
+              "Config keys 'data.split' and 'data.class_list' are for one dataset; with data.use_multi_dataset give "
+              "each entry of data.datasets its own split and class_list.")
         check(d.samples_per_epoch is None or d.sampling_strategy != "concat",
               "Config key 'data.samples_per_epoch' is not used with sampling_strategy 'concat' (every image once per epoch); remove it or use 'weighted'.")
     else:
         if check(d.dataset is not None, f"Config key 'data.dataset' is not set; name one of {', '.join(DATASET_NAMES)}, or set data.use_multi_dataset: true with data.datasets."):
             d.dataset = check.choice("data.dataset", d.dataset, DATASET_NAMES)
+            _check_source(check, "data", d.dataset, d.split, d.class_list)
+        check(not d.weight_schedule, "Config key 'data.weight_schedule' only applies to a weighted mix; set "
+                                     "data.use_multi_dataset: true with data.datasets, or remove it.")
         check(not d.datasets, "Config key 'data.datasets' is set but data.use_multi_dataset is false; set use_multi_dataset: true, or use data.dataset for one dataset.")
         check(d.sampling_strategy == DataConfig.sampling_strategy,
               "Config key 'data.sampling_strategy' only applies with data.use_multi_dataset: true; remove it.")
@@ -818,6 +852,47 @@ def _check_data(cfg: Config, check: _Checks, encoder: Optional[dict]) -> Optiona
                  f"Config key 'data.image_size' ({d.image_size}) is not divisible by the patch size {patch}; use a multiple such as {max(patch, d.image_size // patch * patch)}."):
         return None
     return d.image_size // patch
+
+
+def _check_source(check: _Checks, key: str, name: str, split: Optional[str], class_list) -> None:
+    """The split and class list of one data source (data, or one data.datasets entry)."""
+    if name not in DATASET_NAMES:
+        return
+    splits = SPLITS[name]
+    check(split is None or (splits is None and bool(split.strip())) or (splits is not None and split in splits),
+          f"Config key '{key}.split' is '{split}'; {name} has splits {', '.join(splits or ['<any folder name>'])} "
+          "(leave it unset for the pretraining split).")
+    if class_list is not None:
+        if check(name in FOLDER_DATASETS, f"Config key '{key}.class_list' is set but {name} has a fixed set of "
+                                              f"classes; class_list applies to {', '.join(FOLDER_DATASETS)}."):
+            check(not isinstance(class_list, list) or len(class_list) > 0,
+                  f"Config key '{key}.class_list' is an empty list; list class folder names (synsets) or give a file "
+                  "with one name a line.")
+
+
+def _check_weight_schedule(cfg: Config, check: _Checks) -> None:
+    d, n = cfg.data, len(cfg.data.datasets)
+    if not d.weight_schedule:
+        return
+    if not check(d.sampling_strategy in WEIGHTED_STRATEGIES,
+                 f"Config key 'data.weight_schedule' needs sampling_strategy: weighted ('{d.sampling_strategy}' draws "
+                 "no image by weight); remove it or use sampling_strategy: weighted."):
+        return
+    epochs = [c.from_epoch for c in d.weight_schedule]
+    check(len(set(epochs)) == len(epochs), f"Config key 'data.weight_schedule' names epochs {epochs}; name each epoch once.")
+    for i, change in enumerate(d.weight_schedule):
+        key = f"data.weight_schedule[{i}]"
+        check(0 <= change.from_epoch < cfg.training.epochs,
+              f"Config key '{key}.from_epoch' is {change.from_epoch}; use an epoch from 0 to training.epochs - 1 "
+              f"({cfg.training.epochs - 1}), counted from 0.")
+        check(len(change.weights) == n and all(w >= 0 for w in change.weights) and sum(change.weights) > 0,
+              f"Config key '{key}.weights' is {change.weights}; give {n} weights >= 0 (one per data.datasets entry, "
+              "in order) with a positive sum.")
+        entry_weights = [e.weight for e in d.datasets]
+        check(change.from_epoch != 0 or entry_weights == change.weights
+              or all(w == DEFAULT_DATASET_WEIGHT for w in entry_weights),
+              f"Config keys 'data.datasets[].weight' ({entry_weights}) and '{key}.weights' ({change.weights}) both "
+              "set the weights of epoch 0; keep one of them.")
 
 
 def _check_masking(cfg: Config, check: _Checks, grid: Optional[int]) -> None:

@@ -33,7 +33,43 @@ EVAL_SPLITS = {
     "synthetic": ("train", "val"),
 }
 DATASET_NAMES = tuple(EVAL_SPLITS)
+# The splits each dataset has (None: any folder name under the root), the split pretraining
+# reads unless a config names one (STL-10: its 5k labelled and 100k unlabeled images), and
+# the splits that get the training augmentations.
+SPLITS = {
+    "imagenet": ("train", "val"),
+    "imagenet100": ("train", "val"),
+    "imagefolder": None,
+    "cifar10": ("train", "test"),
+    "cifar100": ("train", "test"),
+    "stl10": ("train", "test", "unlabeled", "train+unlabeled"),
+    "synthetic": ("train", "val"),
+}
+PRETRAIN_SPLITS = {"stl10": "train+unlabeled"}
+AUGMENTED_SPLITS = ("train", "unlabeled", "train+unlabeled")
+FOLDER_DATASETS = ("imagenet", "imagenet100", "imagefolder")  # class folders on disk: data.class_list picks them
+
+
+def pretrain_split(name):
+    """The split pretraining reads from dataset `name` when the config names none."""
+    return PRETRAIN_SPLITS.get(name, "train")
+
+
+# Multi-dataset sampling. Only "weighted" draws by weight: "balanced" takes the same count from
+# every dataset and "concat" every image once, so a weight there would mean nothing.
 SAMPLING_STRATEGIES = ("weighted", "balanced", "concat")
+WEIGHTED_STRATEGIES = ("weighted",)
+DEFAULT_DATASET_WEIGHT = 1.0
+
+
+def weights_problem(strategy, weights):
+    """One sentence when `weights` mean nothing under `strategy` (None when they are fine)."""
+    if strategy in WEIGHTED_STRATEGIES or all(float(w) == DEFAULT_DATASET_WEIGHT for w in weights):
+        return None
+    what = "draws the same number of images from every dataset" if strategy == "balanced" else \
+        "uses every image of every dataset once"
+    return (f"sampling strategy '{strategy}' {what}, so dataset weights {[float(w) for w in weights]} would be ignored; "
+            "remove the weights or use sampling_strategy: weighted.")
 
 # Loss and activation names the code implements; LOSS_SPELLINGS maps what configs may say.
 LOSS_TYPES = ("smooth_l1", "mse")

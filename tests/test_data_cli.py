@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 import mlx_hjepa  # noqa: F401  (binds BLAS before anything imports mlx.core)
+from mlx_hjepa.data import ImageNet100Dataset
 from mlx_hjepa.data.__main__ import main
 from mlx_hjepa.data.download import DownloadError, download_dataset, download_file, safe_extract
 from mlx_hjepa.data.imagenet_val import PrepareError, prepare_imagenet_val, read_mat_variable
@@ -320,7 +321,12 @@ def test_verify_good_and_broken_imagenet100_trees(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "all checks passed" in out and "1 other folders ignored" in out and "1 non-image files ignored" in out
 
-    assert main(args) == 1  # the official ImageNet-100 counts
+    assert main(args) == 0  # a custom 3-class list has no official counts, and is not called ImageNet-100 (CMC)
+    out = capsys.readouterr().out
+    assert "3 classes from" in out and "CMC" not in out and "126,689" not in out
+    cmc = tmp_path / "cmc.txt"
+    cmc.write_text("\n".join(ImageNet100Dataset.CLASSES))  # the CMC list from a file keeps the official counts
+    assert main(["verify", "imagenet100", "--root", str(root), "--class-list", str(cmc)]) == 1
     assert "expected 126,689" in capsys.readouterr().out
 
     (root / "train" / WNIDS[1] / f"{WNIDS[1]}_0.JPEG").write_bytes(jpeg()[:40])  # truncated JPEG
@@ -330,7 +336,7 @@ def test_verify_good_and_broken_imagenet100_trees(tmp_path, capsys):
     (root / "train" / "n08888888.tar").write_bytes(b"")  # a class tarball left unextracted
     assert main(args + ["--counts", "train=6", "val=3"]) == 1
     out = capsys.readouterr().out
-    for expected in ("prepare-imagenet-val", "1 class tarballs (n08888888.tar, ...) are not extracted", "2/3 ImageNet-100 class folders", "do not decode", "problem(s) found"):
+    for expected in ("prepare-imagenet-val", "1 class tarballs (n08888888.tar, ...) are not extracted", "2/3 listed class folders", "do not decode", "problem(s) found"):
         assert expected in out
 
 
@@ -388,6 +394,7 @@ def test_stats_reports_the_mix(tmp_path, capsys):
     assert main(["stats", str(config)]) == 0
     out = capsys.readouterr().out
     assert "cifar10" in out and "stl10" in out and "0.750" in out and "20" in out
+    assert "train+unlabeled" in out  # what pretraining reads of STL-10
 
 
 def test_stats_rejects_a_bad_config_before_building_data(tmp_path, capsys):

@@ -91,7 +91,7 @@ def test_weighted_proportions_pass_a_chi_square_test():
     assert np.sum((per_sample - 60) ** 2 / 60) < 27.9  # 9 dof, p = 0.001
     assert not np.array_equal(ids, mix.epoch_indices(epoch=1, seed=0))
     stats = mix.get_dataset_stats()
-    assert stats["small"] == {"size": 10, "weight": pytest.approx(0.1), "expected_samples_per_epoch": 600}
+    assert stats["small"] == {"size": 10, "split": None, "weight": pytest.approx(0.1), "expected_samples_per_epoch": 600}
 
     small_epoch = _mix("weighted", samples_per_epoch=200)
     batches = _epoch(build_dataloader(small_epoch, 50, num_workers=2))
@@ -114,12 +114,12 @@ def test_weights_are_validated_and_apply_from_the_next_epoch():
 
 
 def test_balanced_and_concat_counts():
-    balanced = _mix("balanced", samples_per_epoch=300)
+    balanced = _mix("balanced", weights=(1, 1, 1), samples_per_epoch=300)
     ids = balanced.epoch_indices(0)
     assert np.bincount(balanced.dataset_ids[ids]).tolist() == [100, 100, 100]
     small = np.bincount(ids[balanced.dataset_ids[ids] == 2] - 140, minlength=10)
     assert small.tolist() == [10] * 10  # whole permutations of the small dataset
-    concat = _mix("concat")
+    concat = _mix("concat", weights=(1, 1, 1))
     assert sorted(concat.epoch_indices(0).tolist()) == list(range(150))
 
 

@@ -197,3 +197,13 @@ def test_resume_with_another_world_size_stops_with_a_clear_message(two_ranks, ca
     assert "written by 2 process(es) and this run has 1" in out.err and "mlx.launch with 2 processes" in out.err
     assert "Traceback" not in out.err
     assert ((run_dir / "run.json").read_text(), (run_dir / "config.yaml").read_text()) == before
+
+
+def test_vicreg_terms_are_logged_from_every_rank(tmp_path):
+    # each rank's terms are statistics of its own shard; the logs carry their mean over ranks
+    code, out = launch(tmp_path / "dump", train_args(tmp_path / "runs", B, "loss.use_vicreg=true", "training.epochs=1"))
+    assert code == 0 and "Traceback" not in out, out
+    records = metrics(tmp_path / "runs" / "quickstart")
+    assert len(records) == 4 and all(r["variance"] > 0 and r["covariance"] > 0 for r in records)
+    dump = tmp_path / "dump"
+    assert all(np.array_equal(params(dump, 0)[k], params(dump, 1)[k]) for k in params(dump, 0))

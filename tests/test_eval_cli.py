@@ -90,3 +90,21 @@ def test_mismatched_weights_list_the_keys_and_shapes(exported, capsys):
 def test_module_entry_point_runs(exported):
     done = subprocess.run([sys.executable, "-m", "mlx_hjepa.eval", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--random-init" in done.stdout and "--protocol" in done.stdout
+
+
+def test_class_list_picks_the_classes_of_both_splits(exported, tmp_path, monkeypatch):
+    from fake_data import fake_imagenet
+
+    from mlx_hjepa.data import ImageNet100Dataset
+    from mlx_hjepa.eval import __main__ as eval_cli
+
+    wnids = sorted(ImageNet100Dataset.CLASSES)[:3]
+    root = fake_imagenet(tmp_path / "imagenet", wnids)
+    listed = tmp_path / "two.txt"
+    listed.write_text("\n".join(wnids[:2]))
+    built = []
+    real = eval_cli.build_dataset
+    monkeypatch.setattr(eval_cli, "build_dataset", lambda *a, **kw: built.append(real(*a, **kw)) or built[-1])
+    assert main([str(exported), "--dataset", "imagenet100", "--data-path", str(root), "--class-list", str(listed),
+                 "--protocol", "knn", "--k", "1", "--num-workers", "1", "--no-cache"]) == 0
+    assert [d.classes for d in built] == [wnids[:2], wnids[:2]] and [len(d) for d in built] == [4, 4]

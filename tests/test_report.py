@@ -133,8 +133,9 @@ def test_curves_have_one_point_per_metrics_line(run):
     counts = curves.plot(records, report / "curves_again.png", vicreg_level_weights=[1.0, 0.5])
     assert counts["loss"] == {"total": 12, "level 0": 12, "level 1": 12}
     for panel in ("learning rate", "weight decay", "EMA momentum", "gradient norm", "target feature std",
-                  "effective rank (RankMe)", "images / s", "peak memory (GB)", "VICReg terms (total - weighted levels)"):
+                  "effective rank (RankMe)", "images / s", "peak memory (GB)"):
         assert list(counts[panel].values()) == [12], panel
+    assert counts["VICReg terms (unweighted)"] == {"variance": 12, "covariance": 12}  # logged by the step
     assert counts["k-NN accuracy"] == {"top-1": 1, "top-5": 1}
     picture = pixels(report / "curves.png")
     assert picture.shape[:2] == pixels(report / "curves_again.png").shape[:2]
@@ -145,6 +146,13 @@ def test_dataset_mix_panel_compares_shares_with_weights():
     records = [{"step": s, "loss": 1.0, "dataset_mix": {"a": 6, "b": 2}} for s in (1, 2, 3)]
     mix = curves.panels(records, {"a": 3.0, "b": 1.0})["dataset mix per window"]
     assert mix["a share"] == ([1, 2, 3], [0.75] * 3) and mix["b weight"][1] == [0.25, 0.25]
+    scheduled = [{"step": s, "loss": 1.0, "dataset_mix": {"a": 6, "b": 2},
+                  "dataset_weights": {"a": 0.75 if s < 3 else 0.5, "b": 0.25 if s < 3 else 0.5}} for s in (1, 2, 3)]
+    mix = curves.panels(scheduled, {"a": 3.0, "b": 1.0})["dataset mix per window"]
+    assert mix["a weight"] == ([1, 2, 3], [0.75, 0.75, 0.5])  # the logged weights, schedule and all
+    old = [{"step": s, "loss": 1.5, "loss_level0": 1.0, "loss_level1": 0.5} for s in (1, 2)]
+    assert curves.panels(old, vicreg_level_weights=[1.0, 0.5])["VICReg terms (total - weighted levels)"] == \
+        {"variance + covariance": ([1, 2], [0.25, 0.25])}
     single = [{"step": 1, "loss": 1.0, "dataset_mix": {"a": 8}}]
     assert "dataset mix per window" not in curves.panels(single)  # one dataset: nothing to compare
 

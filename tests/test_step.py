@@ -129,3 +129,18 @@ def test_bf16_compute_keeps_fp32_master_weights():
 def test_hierarchy_weights_must_match_levels():
     with pytest.raises(ValueError, match="one weight per level"):
         tiny_step(tiny_hjepa(num_hierarchies=2), hierarchy_weights=(1.0, 0.5, 0.25))
+
+
+def test_vicreg_terms_are_returned_unweighted_from_the_compiled_step():
+    weights = dict(variance_weight=0.5, covariance_weight=0.04)
+    plain, regularised = tiny_step(tiny_hjepa()), tiny_step(tiny_hjepa(), **weights)
+    images, masks = tiny_batch(plain.model)
+    without, out = plain(images, masks), regularised(images, masks)
+    assert "variance" not in without and "covariance" not in without
+    variance, covariance = out["variance"].item(), out["covariance"].item()
+    assert variance > 0 and covariance > 0
+    # the loss is the same model's prediction loss plus the weighted terms the step reports
+    expected = without["loss"].item() + weights["variance_weight"] * variance + weights["covariance_weight"] * covariance
+    assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
+    regularised(images, masks)  # same shapes: no new trace, and the state is still captured
+    assert regularised.trace_count == 1 and regularised.step == 2

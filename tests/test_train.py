@@ -227,3 +227,71 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_that_resumes(tmp_pat
     assert run_cli(tiny_args(reference, "training.epochs=50") + ["--stop-at-step", step], capsys)[0] == 0
     a, b = final_weights(tmp_path / "quickstart"), final_weights(reference / "quickstart")
     assert max(np.abs(a[k] - b[k]).max() for k in a) < 1e-4
+
+
+# ---------------------------------------------------------------- multi-dataset runs (issue 14)
+
+def test_dry_run_of_the_multi_dataset_config_counts_stl10_train_plus_unlabeled(fake_roots, tmp_path, capsys):
+    args = [ROOT / "configs" / "imagenet100_multi_dataset.yaml", "--output-dir", tmp_path, "--dry-run"]
+    for item in (f"data.datasets.0.path={fake_roots / 'imagenet'}", f"data.datasets.1.path={fake_roots}",
+                 f"data.datasets.2.path={fake_roots}", "device=cpu", "training.use_amp=false", "data.batch_size=2"):
+        args += ["--set", item]
+    code, out = run_cli(args, capsys)
+    assert code == 0, out.err
+    assert "stl10 (train+unlabeled): 6 images, weight 0.250" in out.out  # fake STL-10: 3 train + 3 unlabeled
+    code, out = run_cli(args + ["--set", "data.sampling_strategy=concat"] +
+                        [f"--set=data.datasets.{i}.weight=1" for i in range(3)], capsys)
+    assert code == 0 and "stl10 (train+unlabeled): 6 images, 6 expected per epoch" in out.out
+    assert not [line for line in out.out.splitlines() if line.startswith("data: ") and "weight" in line]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["device=gpu"], "no GPU backend"),  # m1_max_imagenet100.yaml's device on a machine without a GPU
+    (["data.batch_size=64"], "too few for one batch of 64"),  # 32 images per epoch
+    (["training.accumulation_steps=8"], "fewer than training.accumulation_steps (8)"),  # 4 batches per epoch
+])
+def test_dry_run_refuses_what_the_real_run_refuses(tmp_path, capsys, monkeypatch, extra, words):
+    monkeypatch.setattr(mx, "is_available", lambda device: device == mx.cpu)
+    code, out = run_cli(tiny_args(tmp_path, *extra) + ["--dry-run"], capsys)
+    assert code != 0 and words in out.err and "Traceback" not in out.err
+    assert not (tmp_path / "quickstart").exists()
+
+
+def test_dry_run_of_the_m1_max_config_without_a_gpu(fake_roots, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(mx, "is_available", lambda device: device == mx.cpu)
+    code, out = run_cli([ROOT / "configs" / "m1_max_imagenet100.yaml", "--output-dir", tmp_path, "--set",
+                         f"data.data_path={fake_roots / 'imagenet'}", "--dry-run"], capsys)
+    assert code == 1 and "set device: cpu or auto" in out.err
+
+
+def test_dry_run_warns_about_half_precision_on_the_cpu(tmp_path, capsys):
+    with pytest.warns(UserWarning, match="use_amp"):
+        code, _ = run_cli(tiny_args(tmp_path, "device=cpu", "training.use_amp=true") + ["--dry-run"], capsys)
+    assert code == 0
+
+
+MIX_RUN = ["data.dataset=null", "data.use_multi_dataset=true", "data.samples_per_epoch=32", "training.epochs=3",
+           "data.datasets=[{name: synthetic, weight: 1.0}, {name: synthetic, weight: 0.0}]",
+           "data.weight_schedule={1: [0.0, 1.0]}"]
+
+
+def test_weight_schedule_changes_the_draws_at_its_epoch_and_survives_a_resume(tmp_path, capsys):
+    assert run_cli(tiny_args(tmp_path, *MIX_RUN) + ["--stop-at-step", "6"], capsys)[0] == 0  # inside epoch 1
+    code, out = run_cli(tiny_args(tmp_path, *MIX_RUN) + ["--resume", "auto"], capsys)
+    assert code == 0 and "resumed from" in out.out
+    records = metrics(tmp_path / "quickstart")
+    assert [r["step"] for r in records] == list(range(1, 13))
+    for r in records:
+        new = r["epoch"] >= 1
+        assert r["dataset_mix"] == {"synthetic": 0 if new else 8, "synthetic#2": 8 if new else 0}, r
+        assert r["dataset_weights"] == {"synthetic": 0.0 if new else 1.0, "synthetic#2": 1.0 if new else 0.0}
+
+
+def test_vicreg_terms_reach_the_metrics_and_the_progress_line(tmp_path, capsys):
+    code, out = run_cli(tiny_args(tmp_path, "loss.use_vicreg=true", "training.epochs=1"), capsys)
+    assert code == 0
+    records = metrics(tmp_path / "quickstart")
+    assert all(r["variance"] >= 0 and r["covariance"] >= 0 for r in records)
+    assert " var " in out.out and " cov " in out.out
+    code, out = run_cli(tiny_args(tmp_path / "plain", "loss.use_vicreg=false", "training.epochs=1"), capsys)
+    assert "variance" not in metrics(tmp_path / "plain" / "quickstart")[0] and " var " not in out.out

@@ -159,3 +159,22 @@ def test_device_gpu_without_a_gpu_backend_is_one_sentence(monkeypatch):
 def test_half_precision_on_the_cpu_warns():
     with pytest.warns(UserWarning, match="use_amp"):
         select_device(C.load_config(TINY, ["device=cpu", "training.use_amp=true"]))
+
+
+def test_tensorboard_gets_the_vicreg_terms_and_the_mix_weights_beside_the_counts():
+    from mlx_hjepa.train.tensorboard import TensorBoardWriter
+
+    class Summary:  # stands in for tensorboard's protobuf (optional, often not installed)
+        Value = staticmethod(lambda tag, simple_value: (tag, simple_value))
+
+        def __init__(self, value):
+            self.value = value
+
+    events = []
+    writer = TensorBoardWriter.__new__(TensorBoardWriter)
+    writer._summary, writer._event = Summary, lambda wall_time, step, summary: (step, dict(summary.value))
+    writer._writer = type("W", (), {"add_event": staticmethod(events.append), "flush": staticmethod(lambda: None)})
+    writer.scalars(3, {"step": 3, "loss": 1.0, "variance": 0.5, "covariance": 0.1, "dataset_mix": {"a": 6, "b": 2},
+                       "dataset_weights": {"a": 0.75, "b": 0.25}})
+    assert events == [(3, {"train/loss": 1.0, "train/variance": 0.5, "train/covariance": 0.1, "data/a": 6.0,
+                           "data/b": 2.0, "data_weight/a": 0.75, "data_weight/b": 0.25})]

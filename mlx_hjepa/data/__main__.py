@@ -13,8 +13,9 @@ from pathlib import Path
 
 from ..config import load_config
 from ..errors import add_debug_flag, run_command
-from .build import build_dataset, build_multi_dataset
-from .download import ARCHIVES, DownloadError, download_dataset
+from ..rules import FOLDER_DATASETS
+from .build import build_dataset, build_multi_dataset, build_train_dataset
+from .download import ARCHIVES, DownloadError, download_dataset, not_downloadable
 from .imagenet_val import PrepareError, prepare_imagenet_val
 from .verify import DATASETS, print_report, verify_dataset
 
@@ -24,6 +25,10 @@ USER_ERRORS = (DownloadError, PrepareError, FileNotFoundError, NotADirectoryErro
 
 
 def _download(args):
+    if args.name not in ARCHIVES:  # ImageNet: one sentence saying how to get it
+        raise DownloadError(not_downloadable(args.name, args.root or "./data/imagenet"))
+    if args.root is None:
+        raise DownloadError(f"pass --root, the folder to hold {args.name} (e.g. --root ./data).")
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
     columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
@@ -62,24 +67,34 @@ def _stats(args):
     from rich.console import Console
     from rich.table import Table
 
-    data = load_config(args.config, overrides=args.set or ()).data  # same keys, legacy names and checks as training
+    cfg = load_config(args.config, overrides=args.set or ())  # same keys, legacy names and checks as training
+    data = cfg.data
 
-    if data.use_multi_dataset:
-        entries = [{k: v for k, v in dataclasses.asdict(d).items() if v is not None} for d in data.datasets]
+    if args.split is None:  # what training reads: each source's configured or pretraining split
+        dataset = build_train_dataset(cfg)
+    elif data.use_multi_dataset:
+        entries = [{k: v for k, v in dataclasses.asdict(d).items() if v is not None and k != "split"}
+                   for d in data.datasets]
         extra = {"samples_per_epoch": data.samples_per_epoch} if data.samples_per_epoch else {}
-        mix = build_multi_dataset(dataset_configs=entries, data_path=data.data_path, split=args.split,
-                                  sampling_strategy=data.sampling_strategy, image_size=data.image_size, **extra)
-        stats, strategy = mix.get_dataset_stats(), data.sampling_strategy
+        dataset = build_multi_dataset(dataset_configs=entries, data_path=data.data_path, split=args.split,
+                                      sampling_strategy=data.sampling_strategy, image_size=data.image_size, **extra)
     else:
-        dataset = build_dataset(dataset_name=data.dataset, data_path=data.data_path, split=args.split, image_size=data.image_size)
-        stats = {data.dataset: {"size": len(dataset), "weight": 1.0, "expected_samples_per_epoch": len(dataset)}}
+        dataset = build_dataset(dataset_name=data.dataset, data_path=data.data_path, split=args.split,
+                                image_size=data.image_size, class_list=data.class_list)
+    if hasattr(dataset, "get_dataset_stats"):
+        stats, strategy = dataset.get_dataset_stats(args.epoch), data.sampling_strategy
+    else:
+        stats = {dataset.name: {"size": len(dataset), "split": getattr(dataset, "split", None), "weight": None,
+                                "expected_samples_per_epoch": len(dataset)}}
         strategy = "one dataset"
-    table = Table(title=f"{args.config}: {args.split} split, {strategy}")
-    for column in ("dataset", "size", "weight", "expected samples / epoch"):
-        table.add_column(column, justify="left" if column == "dataset" else "right")
+    split = args.split or "training"
+    table = Table(title=f"{args.config}: {split} split, {strategy}, epoch {args.epoch}")
+    for column in ("dataset", "split", "size", "weight", "expected samples / epoch"):
+        table.add_column(column, justify="left" if column in ("dataset", "split") else "right")
     for name, s in stats.items():
-        table.add_row(name, f"{s['size']:,}", f"{s['weight']:.3f}", f"{s['expected_samples_per_epoch']:,}")
-    table.add_row("total", f"{sum(s['size'] for s in stats.values()):,}", "",
+        weight = "-" if s["weight"] is None else f"{s['weight']:.3f}"
+        table.add_row(name, str(s.get("split") or ""), f"{s['size']:,}", weight, f"{s['expected_samples_per_epoch']:,}")
+    table.add_row("total", "", f"{sum(s['size'] for s in stats.values()):,}", "",
                   f"{sum(s['expected_samples_per_epoch'] for s in stats.values()):,}", style="bold")
     Console().print(table)
     return 0
@@ -92,9 +107,11 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("download", help="download and unpack CIFAR-10, CIFAR-100 or STL-10",
-                            description="Download an official archive (resumable, MD5-checked) and unpack it under --root.")
-    p.add_argument("name", choices=sorted(ARCHIVES), help="dataset to download")
-    p.add_argument("--root", required=True, type=Path, help="folder to hold the dataset (e.g. ./data)")
+                            description="Download an official archive (resumable, MD5-checked) and unpack it under --root. "
+                                        "ImageNet cannot be downloaded by a script: see scripts/download_imagenet100.sh.")
+    p.add_argument("name", choices=sorted(ARCHIVES) + list(FOLDER_DATASETS),
+                   help="dataset to download (imagenet and imagenet100 say how to get them)")
+    p.add_argument("--root", type=Path, help="folder to hold the dataset (e.g. ./data); required")
     p.add_argument("--keep-archive", action="store_true", help="keep the .tar.gz after unpacking")
     p.add_argument("--url", help="download from this mirror instead of the official URL")
     p.add_argument("--md5", help="expected MD5 of the archive at --url (default: the official one)")
@@ -126,7 +143,9 @@ def build_parser():
                             description="Build a config's datasets and print each one's size, weight and expected samples per epoch.")
     p.add_argument("config", type=Path, help="YAML config")
     p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a config value, e.g. data.data_path=/data (repeatable)")
-    p.add_argument("--split", default="train", help="split to summarise (default train)")
+    p.add_argument("--split", help="split to summarise (default: the splits training reads, e.g. STL-10's "
+                                    "train+unlabeled)")
+    p.add_argument("--epoch", type=int, default=0, help="epoch whose weights to show (data.weight_schedule)")
     p.set_defaults(run=_stats)
     for command in commands.choices.values():
         add_debug_flag(command)

@@ -20,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..rules import FOLDER_DATASETS
+
 
 @dataclass(frozen=True)
 class Archive:
@@ -173,6 +175,24 @@ def safe_extract(archive, root, folder):
     return target
 
 
+def not_downloadable(name, root="./data"):
+    """Why `name` (imagenet, imagenet100, imagefolder) cannot be downloaded, and how to get it: one sentence."""
+    if name == "imagefolder":
+        return f"imagefolder is your own image folder; put it under {root}/train/<class>/<image> (nothing to download)."
+    return (f"{name} cannot be downloaded by a script (ImageNet needs an account and accepted terms at "
+            f"https://image-net.org): download ILSVRC2012 there, then follow scripts/download_imagenet100.sh "
+            f"and check the tree with `python -m mlx_hjepa.data verify {name} --root {root}`.")
+
+
+def dataset_is_present(name, root):
+    """True when the loaders can read `name` (cifar10, cifar100, stl10) from `root` as it is."""
+    root, archive = Path(root).expanduser(), ARCHIVES[name]
+    if not missing_files(name, root) or (root.name == archive.folder and not missing_files(name, root.parent)):
+        return True
+    tarball = root / Path(urllib.parse.urlparse(archive.url).path).name
+    return name.startswith("cifar") and tarball.is_file()  # CIFAR is also read straight from its archive
+
+
 def missing_files(name, root):
     archive = ARCHIVES[name]
     folder = Path(root) / archive.folder
@@ -182,6 +202,8 @@ def missing_files(name, root):
 def download_dataset(name, root, url=None, md5=None, keep_archive=False, progress=None, **kwargs):
     """Download and unpack dataset `name` (cifar10, cifar100, stl10) under `root`.
     `url` and `md5` override the official ones. Returns the dataset folder."""
+    if name in FOLDER_DATASETS:
+        raise DownloadError(not_downloadable(name, root))
     if name not in ARCHIVES:
         raise DownloadError(f"Unknown dataset {name!r}; choose one of {', '.join(ARCHIVES)}.")
     archive = ARCHIVES[name]

@@ -21,6 +21,7 @@ from importlib import resources
 import numpy as np
 
 from .sources import ImageSource, UnreadableImageError, encode_ppm
+from .transforms import default_transform
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 
@@ -37,7 +38,7 @@ IMAGENET100_CLASSES = tuple(
 )
 
 LAYOUT_HELP = (
-    "expected layout: {root}/{split}/<class>/<image>.JPEG, e.g. {root}/train/n01440764/n01440764_10026.JPEG "
+    "expected layout: {root}/{split}/<class>/<image>.JPEG, e.g. {root}/{split}/n01440764/<image>.JPEG "
     "(for ImageNet val, `python -m mlx_hjepa.data prepare-imagenet-val` sorts the flat val images into class folders)"
 )
 
@@ -117,12 +118,17 @@ class ImageFolderDataset(ImageSource):
             None keeps every sub-folder. Labels follow the sorted class names.
         transform: JEPATransform / JEPAEvalTransform used by the loader.
         name: dataset name used in logs and stats.
+        transform_options: when no transform is given, ``image_size``, ``crop_scale``,
+            ``color_jitter``, ``horizontal_flip`` build the split's default transform.
 
     Attributes: files (list of paths), labels (np.int32), classes, empty_classes,
     unreadable (set of paths found unreadable so far), num_skipped.
     """
 
-    def __init__(self, data_path, split="train", class_list=None, transform=None, name="imagefolder"):
+    def __init__(self, data_path, split="train", class_list=None, transform=None, name="imagefolder",
+                 **transform_options):
+        if transform is None and transform_options:
+            transform = default_transform(split, **transform_options)
         root = os.fspath(data_path)
         folder = root if split is None else os.path.join(root, split)
         if not os.path.isdir(folder):
@@ -194,20 +200,34 @@ def read_class_list(class_list):
 
 
 class ImageNetDataset(ImageFolderDataset):
-    """ImageNet-1k in class folders: ``data_path/{train,val}/<wnid>/*.JPEG`` (1000 classes)."""
+    """ImageNet-1k in class folders: ``data_path/{train,val}/<wnid>/*.JPEG`` (1000 classes), or the
+    synsets of ``class_list`` (a list, or a file with one a line)."""
 
     def __init__(self, data_path="./data/imagenet", split="train", transform=None, class_list=None,
-                 name="imagenet"):
-        super().__init__(data_path, split, class_list=class_list, transform=transform, name=name)
+                 name="imagenet", **transform_options):
+        super().__init__(data_path, split, class_list=class_list, transform=transform, name=name, **transform_options)
 
 
 class ImageNet100Dataset(ImageNetDataset):
-    """ImageNet-100: the 100 CMC synsets (``IMAGENET100_CLASSES``), labels 0..99 in sorted synset order.
+    """ImageNet-100: the 100 CMC synsets (``CLASSES``), labels 0..99 in sorted synset order.
 
     Reads the ordinary ImageNet folders (``data_path/{train,val}/<wnid>/``); ``classes``
-    always lists exactly the 100 synsets, missing ones are reported in ``empty_classes``.
+    always lists exactly the listed synsets, missing ones are reported in ``empty_classes``.
+    A custom subset: ``class_list=[...]`` (or a file), or a subclass that sets ``CLASSES``.
+    ``image_size=``, ``crop_scale=``, ``color_jitter=``, ``horizontal_flip=`` build the
+    split's default transform when no ``transform`` is given.
     """
 
-    def __init__(self, data_path="./data/imagenet", split="train", transform=None):
-        super().__init__(data_path, split, transform=transform, class_list=IMAGENET100_CLASSES,
-                         name="imagenet100")
+    CLASSES = IMAGENET100_CLASSES
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        foreign = [n for n in ("CUSTOM_CLASSES", "_filter_classes") if n in vars(cls)]
+        if foreign:
+            raise TypeError(f"{cls.__name__} defines {' and '.join(foreign)}, which ImageNet100Dataset never reads; "
+                            "set CLASSES = [...synsets...] on the subclass, or pass class_list=[...] instead.")
+
+    def __init__(self, data_path="./data/imagenet", split="train", transform=None, class_list=None,
+                 name="imagenet100", **transform_options):
+        super().__init__(data_path, split, transform=transform, class_list=class_list or self.CLASSES,
+                         name=name, **transform_options)

@@ -9,15 +9,19 @@ Samples are numbered globally: dataset k's sample j is ``offsets[k] + j``. Each 
 - ``balanced``: the same count from every dataset (cycling through fresh
   permutations of a dataset that is too small), shuffled together;
 - ``concat``: every sample of every dataset once, shuffled.
+
+Only ``weighted`` reads weights; the other two refuse weights other than the default.
+A weight schedule ``{epoch: weights}`` changes a weighted mix's weights from the epoch it
+names; being keyed by epoch, a resumed run draws exactly what an uninterrupted one would.
 """
 
 import math
 
 import numpy as np
 
+from ..rules import DEFAULT_IMAGE_SIZE, SAMPLING_STRATEGIES, WEIGHTED_STRATEGIES, weights_problem
 from .sources import ImageSource
-
-STRATEGIES = ("weighted", "balanced", "concat")
+from .transforms import JEPATransform
 
 
 def validate_weights(weights, count):
@@ -45,28 +49,35 @@ class WeightedMultiDataset(ImageSource):
         weights: one weight per dataset (used by "weighted"); default all equal.
         strategy: sampling strategy, see the module docstring.
         samples_per_epoch: draws per epoch for "weighted"/"balanced"; default the sum of sizes.
-        transform: the transform applied to every sample (all must end at one image size).
+        transform: the transform applied to every sample (all must end at one image size);
+            default: the datasets' own transform when they agree on an image size, else none
+            when every image has one size, else a JEPATransform at 224 px.
+        weight_schedule: {epoch: weights}: from each named epoch on, draw with those weights.
 
     ``weights`` can be reassigned (validated); the new weights apply from the next epoch.
+    A weight schedule, when there is one, wins from the first epoch it names.
     Labels are offset per dataset so they are unique across the mix (``classes`` are
     "name/class"); the batch's "dataset" entry says which dataset a sample came from.
     """
 
     def __init__(self, datasets, weights=None, strategy="weighted", samples_per_epoch=None, transform=None,
-                 name="mix"):
+                 name="mix", weight_schedule=None):
         if not datasets:
             raise ValueError("build a multi-dataset from at least one dataset.")
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown sampling strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}.")
+        if strategy not in SAMPLING_STRATEGIES:
+            raise ValueError(f"unknown sampling strategy {strategy!r}; choose one of {', '.join(SAMPLING_STRATEGIES)}.")
         self.datasets = list(datasets)
         self.strategy = strategy
         self.weights = [1.0] * len(self.datasets) if weights is None else weights
+        self.weight_schedule = weight_schedule or {}
         self.sizes = np.array([len(d) for d in self.datasets], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
         if samples_per_epoch is not None and int(samples_per_epoch) <= 0:
             raise ValueError(f"samples_per_epoch must be positive, got {samples_per_epoch}.")
         self._samples_per_epoch = None if samples_per_epoch is None else int(samples_per_epoch)
-        self.transform = transform
+        self.transform = transform if transform is not None else _common_transform(self.datasets)
+        if self.transform is None and len({d.image_shape for d in self.datasets}) == 1:
+            self.image_shape = self.datasets[0].image_shape
         self.name = name
         self.names = _unique_names([d.name for d in self.datasets])
         class_offsets = np.cumsum([0] + [d.num_classes for d in self.datasets])
@@ -78,11 +89,36 @@ class WeightedMultiDataset(ImageSource):
 
     @property
     def weights(self):
-        return list(self._weights)
+        return [float(w) for w in self._weights]
 
     @weights.setter
     def weights(self, weights):
-        self._weights = validate_weights(weights, len(self.datasets))
+        self._weights = self._checked(weights)
+
+    @property
+    def weight_schedule(self):
+        return {epoch: [float(w) for w in weights] for epoch, weights in self._schedule}
+
+    @weight_schedule.setter
+    def weight_schedule(self, schedule):
+        self._schedule = sorted((int(epoch), self._checked(weights)) for epoch, weights in dict(schedule).items())
+        if any(epoch < 0 for epoch, _ in self._schedule):
+            raise ValueError(f"weight_schedule epochs must be >= 0, got {sorted(dict(schedule))}.")
+
+    def _checked(self, weights):
+        weights = validate_weights(weights, len(self.datasets))
+        problem = weights_problem(self.strategy, weights)
+        if problem:
+            raise ValueError(problem[0].upper() + problem[1:])
+        return weights
+
+    def weights_at(self, epoch):
+        """The weights epoch ``epoch`` draws with: the schedule's last change at or before it, else ``weights``."""
+        current = self._weights
+        for start, weights in self._schedule:
+            if start <= epoch:
+                current = weights
+        return [float(w) for w in current]
 
     @property
     def samples_per_epoch(self):
@@ -94,21 +130,26 @@ class WeightedMultiDataset(ImageSource):
     def num_skipped(self):
         return sum(d.num_skipped for d in self.datasets)
 
-    def expected_counts(self):
-        """Expected samples per epoch from each dataset under the current strategy and weights."""
+    def expected_counts(self, epoch=0):
+        """Expected samples per epoch from each dataset under the strategy and the weights of ``epoch``."""
         total = self.samples_per_epoch
         if self.strategy == "concat":
             return self.sizes.copy()
         if self.strategy == "balanced":
             return _split_evenly(total, len(self.datasets))
-        return np.round(total * self._weights / self._weights.sum()).astype(np.int64)
+        weights = np.asarray(self.weights_at(epoch))
+        return np.round(total * weights / weights.sum()).astype(np.int64)
 
-    def get_dataset_stats(self):
-        """{name: {"size", "weight", "expected_samples_per_epoch"}} for each dataset in the mix."""
-        weights = self._weights / self._weights.sum()
+    def get_dataset_stats(self, epoch=0):
+        """{name: {"size", "split", "weight", "expected_samples_per_epoch"}} for each dataset in the mix at
+        ``epoch``; "weight" is the normalised weight ("weighted"), None where the strategy reads no weights."""
+        weights = np.asarray(self.weights_at(epoch))
+        weights = weights / weights.sum() if self.strategy in WEIGHTED_STRATEGIES else [None] * len(self.datasets)
         return {
-            name: {"size": int(size), "weight": float(weight), "expected_samples_per_epoch": int(expected)}
-            for name, size, weight, expected in zip(self.names, self.sizes, weights, self.expected_counts())
+            name: {"size": int(size), "split": getattr(d, "split", None),
+                   "weight": None if weight is None else float(weight), "expected_samples_per_epoch": int(expected)}
+            for name, d, size, weight, expected in zip(self.names, self.datasets, self.sizes, weights,
+                                                       self.expected_counts(epoch))
         }
 
     def epoch_indices(self, epoch, seed=0, shuffle=True):
@@ -122,7 +163,8 @@ class WeightedMultiDataset(ImageSource):
                 for k, (size, count) in enumerate(zip(self.sizes, counts))
             ])
         else:
-            share = self._weights / self._weights.sum()
+            weights = np.asarray(self.weights_at(epoch))
+            share = weights / weights.sum()
             which = rng.choice(len(self.datasets), size=self.samples_per_epoch, p=share)
             ids = self.offsets[which] + (rng.random(len(which)) * self.sizes[which]).astype(np.int64)
         return rng.permutation(ids) if shuffle else ids
@@ -146,6 +188,21 @@ class WeightedMultiDataset(ImageSource):
     def __repr__(self):
         parts = ", ".join(f"{n}: {s} x {w:.3g}" for n, s, w in zip(self.names, self.sizes, self._weights))
         return f"WeightedMultiDataset({self.strategy}, {parts})"
+
+
+def _common_transform(datasets):
+    """The datasets' own transform when they agree on one output size; a 224 px JEPATransform when
+    their images differ in size and none has a transform; None when every image has one size."""
+    transforms = [d.transform for d in datasets if d.transform is not None]
+    sizes = {t.image_size for t in transforms}
+    if len(sizes) > 1:
+        raise ValueError(f"the datasets' transforms end at different image sizes {sorted(sizes)}; pass "
+                         "transform=JEPATransform(SIZE) so the whole mix has one size.")
+    if transforms:
+        return transforms[0]
+    if len({d.image_shape for d in datasets}) == 1 and datasets[0].image_shape is not None:
+        return None
+    return JEPATransform(DEFAULT_IMAGE_SIZE)
 
 
 def _split_evenly(total, parts):

@@ -9,9 +9,10 @@ import os
 
 import numpy as np
 
+from ..rules import SPLITS as DATASET_SPLITS
 from .sources import ImageSource, encode_ppm
 
-SPLITS = {"train": ["train"], "test": ["test"], "unlabeled": ["unlabeled"], "train+unlabeled": ["train", "unlabeled"]}
+SPLITS = {split: split.split("+") for split in DATASET_SPLITS["stl10"]}  # split -> the files it reads
 CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
 SIDE = 96
 IMAGE_BYTES = 3 * SIDE * SIDE
@@ -35,7 +36,10 @@ def load_stl10_part(folder, part):
     if not os.path.isfile(image_path):
         raise FileNotFoundError(f"STL-10 file {image_path!r} is missing; re-download or re-extract "
                                 "stl10_binary.tar.gz.")
-    planes = np.memmap(image_path, dtype=np.uint8, mode="r")
+    if os.path.getsize(image_path) == 0:  # np.memmap refuses empty files
+        planes = np.zeros(0, np.uint8)
+    else:
+        planes = np.memmap(image_path, dtype=np.uint8, mode="r")
     if planes.size % IMAGE_BYTES:
         raise ValueError(f"{image_path} is truncated ({planes.size} bytes is not a whole number of 96x96 images).")
     planes = planes.reshape(-1, 3, SIDE, SIDE)

@@ -16,6 +16,8 @@ import math
 import numpy as np
 import mlx.data as dx
 
+from ..rules import AUGMENTED_SPLITS, DEFAULT_IMAGE_SIZE
+
 IMAGE_KEY = "image"
 JITTER_KEY = "jitter"
 
@@ -189,6 +191,15 @@ class JEPAEvalTransform:
 
     def __call__(self, image, seed=0):
         return _run_one(self, image, seed)
+
+
+def default_transform(split, image_size=DEFAULT_IMAGE_SIZE, crop_scale=(0.3, 1.0), color_jitter=0.0,
+                      horizontal_flip=False):
+    """JEPATransform for training splits (train, unlabeled, train+unlabeled), JEPAEvalTransform otherwise."""
+    if split in AUGMENTED_SPLITS:
+        return JEPATransform(image_size, crop_scale=crop_scale, color_jitter=color_jitter,
+                             horizontal_flip=horizontal_flip)
+    return JEPAEvalTransform(image_size)
 
 
 def _rgb_sample(sample):

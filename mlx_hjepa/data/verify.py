@@ -19,6 +19,7 @@ import numpy as np
 from . import stl10
 from .cifar import LAYOUT as CIFAR_LAYOUT
 from .cifar import load_pickle
+from ..rules import FOLDER_DATASETS
 from .folder import IMAGENET100_CLASSES, is_image_name, read_class_list
 
 # None: no official count; the folder is checked for layout, classes and decodes only.
@@ -32,7 +33,6 @@ KNOWN_COUNTS = {
 }
 NUM_CLASSES = {"imagenet": 1000, "imagenet100": 100, "cifar10": 10, "cifar100": 100, "stl10": len(stl10.CLASSES)}
 DATASETS = tuple(KNOWN_COUNTS)
-FOLDER_DATASETS = ("imagenet", "imagenet100", "imagefolder")
 
 WNID = re.compile(r"^n\d{8}$")
 FLAT_VAL_IMAGE = re.compile(r"^ILSVRC2012_val_\d{8}\.JPEG$")
@@ -100,18 +100,18 @@ def _missing_split(name, split, split_dir, expected):
 
 def _verify_folders(name, root, counts, class_list, reservoir):
     checks, classes_by_split, wanted = [], {}, None
-    if name == "imagenet100":
-        wanted = sorted(set(read_class_list(class_list) if class_list is not None else IMAGENET100_CLASSES))
-        checks.append(Check("class list", "ok", f"{len(wanted)} ImageNet-100 (CMC) classes"))
-    elif name == "imagefolder" and class_list is not None:
+    if class_list is not None:
         wanted = sorted(set(read_class_list(class_list)))
         checks.append(Check("class list", "ok", f"{len(wanted)} classes from {class_list}"))
+    elif name == "imagenet100":
+        wanted = sorted(IMAGENET100_CLASSES)
+        checks.append(Check("class list", "ok", f"{len(wanted)} ImageNet-100 (CMC) classes"))
     for split, expected in counts.items():
         split_dir = root / split
         if not split_dir.is_dir():
             checks.append(_missing_split(name, split, split_dir, expected))
             continue
-        if name == "imagenet":
+        if name == "imagenet" and class_list is None:
             wanted = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and WNID.match(e.name))
         split_wanted = wanted
         if split_wanted is None:  # imagefolder without a list: every sub-folder is a class, as in the loader
@@ -129,14 +129,15 @@ def _verify_folders(name, root, counts, class_list, reservoir):
         extra = f"; {len(others)} other folders ignored" if others else ""
         missing = sorted(set(split_wanted) - set(per_class))
         n_classes = len(per_class)
-        if name == "imagenet100" and missing:
-            checks.append(Check(f"{split}/ classes", "fail", f"{n_classes}/{len(wanted)} ImageNet-100 class folders found{extra}",
+        if name in ("imagenet", "imagenet100") and wanted is not None and missing:
+            listed = "listed" if class_list is not None else "ImageNet-100"
+            checks.append(Check(f"{split}/ classes", "fail", f"{n_classes}/{len(wanted)} {listed} class folders found{extra}",
                                 f"Add the missing class folders ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}) from a full ImageNet {split}/ tree (scripts/download_imagenet100.sh links them)."))
         elif name == "imagefolder" and (missing or not n_classes):
             checks.append(Check(f"{split}/ classes", "fail", f"{n_classes}/{len(split_wanted)} listed class folders found{extra}"
                                 if wanted is not None else f"no class folders in {split_dir}{extra}",
                                 f"Put the images of each class in their own folder: {split_dir}/<class>/<image>."))
-        elif name == "imagenet" and n_classes != NUM_CLASSES[name]:
+        elif name == "imagenet" and class_list is None and n_classes != NUM_CLASSES[name]:
             checks.append(Check(f"{split}/ classes", "fail", f"{n_classes} wnid folders found, expected 1000{extra}",
                                 f"Re-extract the full ILSVRC2012 {split} set into {split_dir}."))
         else:
@@ -271,7 +272,10 @@ def verify_dataset(name, root, counts=None, class_list=None, sample=200, seed=0,
     if name not in KNOWN_COUNTS:
         raise ValueError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
     root = Path(root).expanduser()
-    expected = dict(KNOWN_COUNTS[name], **(counts or {}))
+    known = KNOWN_COUNTS[name]
+    if class_list is not None and set(read_class_list(class_list)) != set(IMAGENET100_CLASSES):
+        known = {split: None for split in known}  # a custom subset has no official counts
+    expected = dict(known, **(counts or {}))
     if not root.is_dir():
         return [Check("root", "fail", f"{root} does not exist", f"Pass --root the folder that holds the {name} data.")]
     if name in FOLDER_DATASETS:

@@ -53,7 +53,9 @@ def parse_args(argv):
     parser.add_argument("--epochs", type=int, default=100, help="linear-probe epochs")
     parser.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
                         help="extra dataset argument for both splits, e.g. num_samples=500 or resolution=32 "
-                             "(synthetic), class_list=FILE (imagefolder)")
+                             "(synthetic), class_list=FILE (imagenet, imagenet100, imagefolder)")
+    parser.add_argument("--class-list", metavar="FILE",
+                        help="imagenet, imagenet100, imagefolder: evaluate on the classes listed in FILE (one a line)")
     parser.add_argument("--cache-dir", default=None,
                         help="feature cache folder (default: feature_cache/ beside the output)")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write cached features")
@@ -88,6 +90,8 @@ def output_dir(weights_arg, weights_file):
 def run(args, console):
     protocols = parse_protocols(args.protocol)
     options = parse_dataset_options(args.dataset_option)
+    if args.class_list:
+        options["class_list"] = args.class_list
     encoder, weights_file, training_config = load_eval_encoder(args.weights, args.which)
     seed = args.seed if args.seed is not None else training_seed(training_config)
     if args.dataset == "synthetic" and training_config is not None:

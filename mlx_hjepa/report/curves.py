@@ -39,7 +39,9 @@ def panels(records, dataset_weights=None, vicreg_level_weights=None):
     add("gradient norm", [("grad norm", "grad_norm")])
     add("target feature std", [("std", "target_std")])
     add("effective rank (RankMe)", [("rank", "effective_rank")])
-    if vicreg_level_weights:
+    if any("variance" in r for r in train):  # logged by the step since issue 14
+        add("VICReg terms (unweighted)", [("variance", "variance"), ("covariance", "covariance")])
+    elif vicreg_level_weights:  # older runs: recover the weighted sum from the total
         levels = [f"loss_level{i}" for i in range(len(vicreg_level_weights))]
         rows = [r for r in train if all(k in r for k in levels)]
         if rows:
@@ -56,10 +58,15 @@ def panels(records, dataset_weights=None, vicreg_level_weights=None):
         for n in names:
             mix[f"{n} share"] = ([r["step"] for r in mixed],
                                  [r["dataset_mix"].get(n, 0) / sum(r["dataset_mix"].values()) for r in mixed])
+        logged = [r for r in mixed if isinstance(r.get("dataset_weights"), dict)]
         total = sum((dataset_weights or {}).values())
-        for n, w in (dataset_weights or {}).items():
-            if mixed and total > 0:
-                mix[f"{n} weight"] = ([mixed[0]["step"], mixed[-1]["step"]], [w / total] * 2)
+        if logged:  # the configured shares of each window's epoch (they follow data.weight_schedule)
+            for n in names:
+                mix[f"{n} weight"] = ([r["step"] for r in logged], [r["dataset_weights"].get(n, 0.0) for r in logged])
+        else:
+            for n, w in (dataset_weights or {}).items():
+                if mixed and total > 0:
+                    mix[f"{n} weight"] = ([mixed[0]["step"], mixed[-1]["step"]], [w / total] * 2)
         out["dataset mix per window"] = mix
     return out
 

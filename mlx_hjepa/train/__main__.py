@@ -66,11 +66,16 @@ def dry_run(trainer):
           f"{masks['targets'].shape[1]} targets of {masks['targets'].shape[2]})")
     dataset = trainer.dataset
     if hasattr(dataset, "get_dataset_stats"):
+        how = f"sampling {dataset.strategy}" if len(dataset.datasets) > 1 else "a fresh random subset every epoch"
+        print(f"data: {dataset.samples_per_epoch} images per epoch, {how}")
         for name, s in dataset.get_dataset_stats().items():
-            print(f"data: {name}: {s['size']} images, weight {s['weight']:.3f}, "
+            weight = "" if s["weight"] is None else f", weight {s['weight']:.3f}"  # only a weighted mix reads weights
+            print(f"data: {name} ({s['split']}): {s['size']} images{weight}, "
                   f"{s['expected_samples_per_epoch']} expected per epoch")
+        for epoch, weights in dataset.weight_schedule.items():
+            print(f"data: from epoch {epoch}: weights {weights}")
     else:
-        print(f"data: {dataset.name}: {len(dataset)} images")
+        print(f"data: {dataset.name} ({getattr(dataset, 'split', '')}): {len(dataset)} images")
     print(f"steps per epoch: {trainer.steps_per_epoch} (global batch {trainer.global_batch}), "
           f"total {trainer.total_steps}")
 

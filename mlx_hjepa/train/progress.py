@@ -9,7 +9,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgres
 
 def describe(record):
     levels = " ".join(f"{record[k]:.4f}" for k in sorted(record) if k.startswith("loss_level"))
-    return (f"epoch {record['epoch']} step {record['step']} loss {record['loss']:.4f} [{levels}] "
+    vicreg = "".join(f" {short} {record[key]:.4f}" for key, short in (("variance", "var"), ("covariance", "cov"))
+                     if key in record)
+    return (f"epoch {record['epoch']} step {record['step']} loss {record['loss']:.4f} [{levels}]{vicreg} "
             f"lr {record['lr']:.2e} {record['img_per_s']:.1f} img/s mem {record['peak_memory_gb']:.2f} GB "
             f"rank {record['effective_rank']:.1f}")
 

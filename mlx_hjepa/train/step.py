@@ -87,16 +87,18 @@ class TrainStep:
         predictions = model.predictor(context, masks["context"], masks["targets"])
         loss, per_level = hierarchical_loss(predictions, target_tokens, masks, model.heads, model.grid_size,
                                             opts.hierarchy_weights, opts.loss_type, opts.normalize_embeddings)
+        terms = {}  # VICReg's terms, unweighted, for the logs
         if opts.variance_weight or opts.covariance_weight:
             variance, covariance = variance_covariance(context.mean(axis=1))
             loss = loss + opts.variance_weight * variance + opts.covariance_weight * covariance
+            terms = {"variance": variance.astype(mx.float32), "covariance": covariance.astype(mx.float32)}
         pooled_target = target_tokens.mean(axis=1).astype(mx.float32)
-        return loss.astype(mx.float32), (mx.stack(per_level), pooled_target)
+        return loss.astype(mx.float32), (mx.stack(per_level), pooled_target, terms)
 
     def _grads(self, images, masks):
         self.trace_count += 1
         trainable = self.model.trainable_parameters()
-        (loss, (per_level, pooled)), grads = mx.value_and_grad(self._loss)(trainable, images, masks)
+        (loss, (per_level, pooled, terms)), grads = mx.value_and_grad(self._loss)(trainable, images, masks)
         self.model.update(trainable)  # back to the fp32 masters after a bf16 forward
         if self.world_size > 1:
             # average_gradients rebuilds the tree from its leaves, dropping the frozen target
@@ -107,14 +109,17 @@ class TrainStep:
             # rank stops all of them at the same step. The trailing 1 counts the ranks that
             # answered: a ring collective that loses a peer can return without an error.
             one = mx.ones(1, dtype=loss.dtype)
-            summed = mx.distributed.all_sum(mx.concatenate([loss[None], per_level.astype(loss.dtype), one]),
-                                            group=self.group)
-            loss, per_level = summed[0] / self.world_size, summed[1:-1] / self.world_size
+            names = sorted(terms)
+            parts = [loss[None], per_level.astype(loss.dtype), *[terms[n][None] for n in names], one]
+            summed = mx.distributed.all_sum(mx.concatenate(parts), group=self.group)
+            levels = len(per_level)
+            loss, per_level = summed[0] / self.world_size, summed[1:1 + levels] / self.world_size
+            terms = {n: summed[1 + levels + i] / self.world_size for i, n in enumerate(names)}
             ranks_answered = summed[-1]
         else:
             ranks_answered = mx.array(1.0)
         metrics = {"loss": loss, "level_losses": per_level, "target_std": feature_std(pooled), "pooled": pooled,
-                   "ranks_answered": ranks_answered}
+                   "ranks_answered": ranks_answered, **terms}
         return grads, metrics
 
     def _update(self, grads):

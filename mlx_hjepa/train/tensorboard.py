@@ -26,6 +26,8 @@ class TensorBoardWriter:
                   for key, value in record.items() if isinstance(value, (int, float)) and key not in ("step",)]
         for name, count in record.get("dataset_mix", {}).items():
             values.append(self._summary.Value(tag=f"data/{name}", simple_value=float(count)))
+        for name, weight in record.get("dataset_weights", {}).items():
+            values.append(self._summary.Value(tag=f"data_weight/{name}", simple_value=float(weight)))
         self._writer.add_event(self._event(wall_time=time.time(), step=int(step), summary=self._summary(value=values)))
         self._writer.flush()
 

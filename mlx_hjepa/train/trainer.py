@@ -22,7 +22,7 @@ from ..viz import image_logger
 from ..weights import save_encoder
 from . import resume
 from .inrun_eval import InRunEval
-from .metrics import MetricsLog, Window
+from .metrics import MetricsLog, Window, mix_weights
 from .progress import Progress
 from .schedules import Schedules
 from .step import StepOptions, TrainStep
@@ -138,7 +138,7 @@ class Trainer:
 
     def _train(self, progress):
         cfg, B = self.cfg, self.cfg.data.batch_size
-        window = Window(getattr(self.dataset, "names", [self.dataset.name]), self.world_size)
+        window = Window(getattr(self.dataset, "names", [self.dataset.name]), self.world_size, mix_weights(self.dataset))
         while self.epoch < cfg.training.epochs:
             batches = self.loader.epoch_iter(self.epoch, self.batch_in_epoch)
             t_wait = time.perf_counter()
