@@ -41,7 +41,7 @@ ENCODER_PRESETS = {
 DEVICES = {"auto": "auto", "gpu": "gpu", "cpu": "cpu", "mps": "gpu", "cuda": "gpu", "metal": "gpu"}
 # Spellings accepted -> the one stored (huber with delta 1 is smooth-L1 with beta 1).
 LOSS_TYPES = {"smooth_l1": "smooth_l1", "smoothl1": "smooth_l1", "huber": "smooth_l1", "mse": "mse", "l2": "mse"}
-ACTIVATIONS = ("gelu", "fast_gelu")
+ACTIVATIONS = ("auto", "gelu", "fast_gelu")
 LR_SCHEDULES = ("cosine", "linear", "constant")
 LR_SCALINGS = ("none", "linear")
 
@@ -92,7 +92,7 @@ class ModelConfig:
     num_heads: Optional[int] = None
     patch_size: Optional[int] = None
     mlp_ratio: Optional[float] = None
-    activation: str = "gelu"  # gelu (exact, timm's) | fast_gelu (within 5e-6, faster on CPUs)
+    activation: str = "auto"  # auto (fast_gelu on the CPU backend, else gelu) | gelu (exact, timm's) | fast_gelu
     num_hierarchies: int = 3
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     target_encoder: TargetEncoderConfig = field(default_factory=TargetEncoderConfig)

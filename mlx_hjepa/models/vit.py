@@ -66,6 +66,14 @@ def gelu_exact(x):
 ACTIVATIONS = {"gelu": gelu_exact, "fast_gelu": fast_gelu}
 
 
+def resolve_activation(act):
+    """"auto" -> fast_gelu where erf is the bottleneck (MLX's CPU backend runs it as scalar code on
+    one thread), exact gelu elsewhere (GPU kernels make erf cheap, so exact costs nothing there)."""
+    if act != "auto":
+        return act
+    return "fast_gelu" if mx.default_device().type == mx.DeviceType.cpu else "gelu"
+
+
 class PatchEmbed(nn.Module):
     def __init__(self, patch_size, in_chans, embed_dim):
         super().__init__()
@@ -148,6 +156,7 @@ class VisionTransformer(nn.Module):
         if img_size % patch_size:
             raise ValueError(f"image size {img_size} is not divisible by patch size {patch_size}; "
                              f"use a multiple of {patch_size}.")
+        act = resolve_activation(act)  # self.act (config(), export metadata) names what ran
         if act not in ACTIVATIONS:
             raise ValueError(f"Unknown activation '{act}'; choose from {sorted(ACTIVATIONS)}.")
         self.img_size, self.patch_size = img_size, patch_size

@@ -174,7 +174,7 @@ class Trainer:
             "batch_size_per_process": self.cfg.data.batch_size,
             "accumulation_steps": self.cfg.training.accumulation_steps,
             "peak_lr": C.scaled_lr(self.cfg, self.world_size), "lr_scaling": self.cfg.training.lr_scaling,
-            "mlx": mx.__version__})
+            "activation": self.model.encoder.act, "mlx": mx.__version__})
         if self.cfg.logging.use_tensorboard:
             self.tensorboard = TensorBoardWriter(self.run_dir / "tensorboard")
 
