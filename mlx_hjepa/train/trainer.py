@@ -16,6 +16,7 @@ import mlx.core as mx
 import numpy as np
 
 from .. import config as C
+from ..devices import DeviceError, use_device
 from ..distributed import (PeerLostError, StallWatchdog, broadcast_from_rank0, broadcast_ints, check_peers,
                            peer_lost, shard_rows, stall_timeout_from_env)
 from ..objective import effective_rank
@@ -43,13 +44,10 @@ def run_dir_of(cfg):
 
 
 def select_device(cfg):
-    if cfg.device == "cpu":
-        mx.set_default_device(mx.cpu)
-    elif cfg.device == "gpu":
-        if not mx.is_available(mx.gpu):
-            raise TrainingError("device is 'gpu' (mps/cuda) but this MLX build has no GPU backend; "
-                                "set device: cpu or auto.")
-        mx.set_default_device(mx.gpu)
+    try:
+        use_device(cfg.device)  # auto: the GPU (Metal, CUDA) when MLX has one
+    except DeviceError as e:
+        raise TrainingError(str(e)) from None
     if cfg.training.use_amp and mx.default_device() == mx.cpu:
         warnings.warn("training.use_amp (bf16) on MLX's CPU backend is 6-9x slower than fp32; "
                       "set training.use_amp: false for CPU runs.", stacklevel=2)

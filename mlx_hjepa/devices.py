@@ -1,0 +1,46 @@
+"""Which MLX device a run uses: `device: auto` takes the GPU (Metal or CUDA) when this MLX build
+has one, the CPU otherwise; `gpu` insists on one. Also says when an NVIDIA GPU sits unused
+because the installed MLX is the CPU build."""
+
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+
+CUDA_HINT = "pip install 'mlx-hjepa[cuda]' (CUDA 12; '[cuda13]' for CUDA 13)"
+
+
+class DeviceError(RuntimeError):
+    pass
+
+
+def gpu_available() -> bool:
+    return mx.is_available(mx.gpu)
+
+
+def pick_device(name: str, has_gpu=None) -> str:
+    """'auto' | 'gpu' | 'cpu' (config spellings already mapped) -> 'gpu' or 'cpu'."""
+    has_gpu = gpu_available() if has_gpu is None else has_gpu
+    if name == "gpu" and not has_gpu:
+        raise DeviceError("device is 'gpu' (mps/cuda) but this MLX build has no GPU backend; set device: cpu or "
+                          f"auto{unused_gpu_hint(', or install the CUDA build: ')}.")
+    return "gpu" if name == "gpu" or (name == "auto" and has_gpu) else "cpu"
+
+
+def use_device(name: str) -> str:
+    picked = pick_device(name)
+    mx.set_default_device(mx.gpu if picked == "gpu" else mx.cpu)
+    return picked
+
+
+def nvidia_gpu_present() -> bool:
+    """An NVIDIA driver with at least one GPU (Linux only: /proc/driver/nvidia/gpus/<bus id>)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return sys.platform.startswith("linux") and gpus.is_dir() and any(gpus.iterdir())
+
+
+def unused_gpu_hint(prefix: str = "") -> str:
+    """Advice when an NVIDIA GPU is present but MLX cannot use it, else ''."""
+    if gpu_available() or not nvidia_gpu_present():
+        return ""
+    return prefix + CUDA_HINT
