@@ -7,7 +7,10 @@ from pathlib import Path
 
 import mlx.core as mx
 
-CUDA_HINT = "pip install 'mlx-hjepa[cuda]' (CUDA 12; '[cuda13]' for CUDA 13)"
+# mlx-cpu and mlx-cuda-* each ship mlx/lib/libmlx.so: with both installed, the one installed last wins.
+CUDA_HINT = ("pip install 'mlx-hjepa[cuda]' && pip install --force-reinstall --no-deps mlx-cuda-12 "
+             "(CUDA 12; '[cuda13]' and mlx-cuda-13 for CUDA 13)")
+BACKEND_PACKAGES = ("mlx-cpu", "mlx-cuda-12", "mlx-cuda-13")
 
 
 class DeviceError(RuntimeError):
@@ -37,6 +40,19 @@ def nvidia_gpu_present() -> bool:
     """An NVIDIA driver with at least one GPU (Linux only: /proc/driver/nvidia/gpus/<bus id>)."""
     gpus = Path("/proc/driver/nvidia/gpus")
     return sys.platform.startswith("linux") and gpus.is_dir() and any(gpus.iterdir())
+
+
+def backend_packages() -> list:
+    """The MLX backend distributions installed (normally one; two overwrite each other's libmlx.so)."""
+    from importlib import metadata
+
+    found = []
+    for name in BACKEND_PACKAGES:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return found
 
 
 def unused_gpu_hint(prefix: str = "") -> str:

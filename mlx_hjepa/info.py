@@ -15,7 +15,7 @@ import time
 from importlib import metadata
 
 from . import __version__, _blas  # the package import has already preloaded the BLAS
-from .devices import pick_device, unused_gpu_hint
+from .devices import backend_packages, pick_device, unused_gpu_hint
 
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
@@ -107,6 +107,7 @@ def collect(measure: bool = True) -> dict:
         "backend": backend(),
         "device_auto": pick_device("auto"),  # what a config's `device: auto` runs on
         "gpu_hint": unused_gpu_hint(),
+        "backend_packages": backend_packages(),
         "blas": blas_report(measure),
         "compile": jit_compiler(),
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS") if k in os.environ},
@@ -133,6 +134,9 @@ def format_report(info: dict) -> str:
         lines.append(f"mx.compile cpu  JIT via {compile_['path']}")
     else:
         lines.append(f"mx.compile cpu  no {compile_['compiler']} on PATH: compiled functions run unfused on the CPU")
+    if len(info["backend_packages"]) > 1:
+        lines.append(f"mlx backends    {', '.join(info['backend_packages'])} are all installed and share "
+                     f"mlx/lib/libmlx.so: the last installed is the one running ({info['backend']})")
     if info["gpu_hint"]:
         lines.append(f"gpu             an NVIDIA GPU is present but this MLX is the CPU build: {info['gpu_hint']}")
     if info["thread_env"]:

@@ -51,3 +51,10 @@ def test_use_device_sets_the_default_device():
         assert devices.use_device("cpu") == "cpu" and mx.default_device() == mx.cpu
     finally:
         mx.set_default_device(before)
+
+
+def test_info_warns_when_two_mlx_backends_share_libmlx(monkeypatch):
+    monkeypatch.setattr(info, "backend_packages", lambda: ["mlx-cpu 0.32.4", "mlx-cuda-12 0.32.4"])
+    assert "share mlx/lib/libmlx.so" in info.format_report(info.collect(measure=False))
+    monkeypatch.setattr(info, "backend_packages", lambda: ["mlx-cpu 0.32.4"])
+    assert "share mlx/lib/libmlx.so" not in info.format_report(info.collect(measure=False))
