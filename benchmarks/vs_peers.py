@@ -48,8 +48,9 @@ ROWS = {"tiny96": ("ViT-Ti/16 @96", "vit_tiny", 192, 96), "small224": ("ViT-S/16
 STEPS = {"tiny96": (3, 8), "small224": (1, 2)}  # (warmup, timed) steps per process
 # 3 levels where the config allows them: on a 6x6 grid a target block never holds a 4x4 window
 LEVELS = {"tiny96": ["model.num_hierarchies=2", "loss.hierarchy_weights=[1.0,0.5]"], "small224": []}
-SYSTEMS = ("mlx", "hjepa", "ijepa", "ijepa6")
-LABELS = {"mlx": "mlx-hjepa (default config)", "hjepa": "PyTorch H-JEPA (its trainer, 3 levels)",
+SYSTEMS = ("mlx", "mlx_gelu", "hjepa", "ijepa", "ijepa6")
+LABELS = {"mlx": "mlx-hjepa (default config)", "mlx_gelu": "mlx-hjepa, model.activation: gelu (exact)",
+          "hjepa": "PyTorch H-JEPA (its trainer, 3 levels)",
           "ijepa": "FAIR I-JEPA (released: predictor 12x384)", "ijepa6": "FAIR I-JEPA, predictor 6 x min(384, width)"}
 
 
@@ -58,7 +59,7 @@ def peak_rss_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
-def worker_mlx(row, batch, warmup, steps, _path):
+def worker_mlx(row, batch, warmup, steps, _path, overrides=()):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import mlx_hjepa  # noqa: F401  (fast BLAS before mlx.core)
     import mlx.core as mx
@@ -72,7 +73,7 @@ def worker_mlx(row, batch, warmup, steps, _path):
     _, name, dim, size = ROWS[row]
     cfg = load_config(None, [f"model.encoder_type={name}", f"data.image_size={size}", f"data.batch_size={batch}",
                              f"model.predictor.embed_dim={min(384, dim)}", "model.predictor.depth=6",
-                             "data.dataset=synthetic"] + LEVELS[row])
+                             "data.dataset=synthetic"] + LEVELS[row] + list(overrides))
     model = builders.build_model(cfg)
     step = TrainStep(model, builders.build_schedules(cfg, steps_per_epoch=1000), builders.build_step_options(cfg))
     sampler = builders.build_mask_sampler(cfg, model)
@@ -84,13 +85,14 @@ def worker_mlx(row, batch, warmup, steps, _path):
     shapes = {tuple(m[k].shape for k in ("context", "targets")): (images, m) for images, m in batches}
     for images, masks in list(batches[:warmup]) + list(shapes.values()):
         mx.eval(step(images, masks))
-    times = []
+    times, cpu = [], time.process_time()
     for images, masks in batches[warmup:]:
         start = time.perf_counter()
         mx.eval(step(images, masks))
         times.append(time.perf_counter() - start)
+    cpu = time.process_time() - cpu
     flops = statistics.mean(step_flops(model, m["context"].shape[1], *m["targets"].shape[1:]) for _, m in batches)
-    return dict(seconds=sum(times), gflop_per_img=flops / 1e9,
+    return dict(seconds=sum(times), cpu_seconds=cpu, gflop_per_img=flops / 1e9,
                 activation=getattr(model.encoder, "act", "?"), traces=step.trace_count,
                 mlx_peak_gib=mx.get_peak_memory() / 2**30)
 
@@ -147,17 +149,18 @@ def worker_hjepa(row, batch, warmup, steps, path):
     starts, inner = [], trainer._train_step
 
     def stamped(*a, **k):  # a step is from one _train_step call to the next: forward, backward, update, logging
-        starts.append(time.perf_counter())
+        starts.append((time.perf_counter(), time.process_time()))
         return inner(*a, **k)
     trainer._train_step = stamped
     trainer._train_epoch(0)
-    seconds = starts[warmup + steps] - starts[warmup]
+    (wall0, cpu0), (wall1, cpu1) = starts[warmup], starts[warmup + steps]
 
     def one_step():
         loss, _ = inner(images[0], 0, 1)
         loss.backward()
         optimizer.zero_grad()
-    return dict(seconds=seconds, gflop_per_img=count_torch_flops(one_step) / batch / 1e9)
+    return dict(seconds=wall1 - wall0, cpu_seconds=cpu1 - cpu0,
+                gflop_per_img=count_torch_flops(one_step) / batch / 1e9)
 
 
 def worker_ijepa(row, batch, warmup, steps, path, pred_depth=12, pred_dim=384):
@@ -224,32 +227,35 @@ def worker_ijepa(row, batch, warmup, steps, path, pred_depth=12, pred_dim=384):
                     param_k.data.mul_(mom).add_((1. - mom) * param_q.detach().data)
         return float(loss)
 
-    times = []
+    times, cpu = [], []
     for b in batches:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         train_step(*b)
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     flops = count_torch_flops(lambda: train_step(*batches[0], update=False))
-    return dict(seconds=sum(times[warmup:]), gflop_per_img=flops / batch / 1e9,
+    return dict(seconds=sum(times[warmup:]), cpu_seconds=sum(cpu[warmup:]), gflop_per_img=flops / batch / 1e9,
                 context_tokens=int(batches[0][1][0].shape[1]), target_tokens=int(batches[0][2][0].shape[1]))
 
 
 def run_worker(args):
     system, row = args.worker, args.row
     threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count()))
-    if system != "mlx":
+    if not system.startswith("mlx"):
         import torch
         torch.set_num_threads(threads)
     warmup, steps = args.warmup or STEPS[row][0], args.steps or STEPS[row][1]
     fn = {"mlx": worker_mlx, "hjepa": worker_hjepa, "ijepa": worker_ijepa,
+          "mlx_gelu": lambda *a: worker_mlx(*a, overrides=["model.activation=gelu"]),
           "ijepa6": lambda *a: worker_ijepa(*a, pred_depth=6, pred_dim=min(384, ROWS[row][2]))}[system]
     out = fn(row, args.batch, warmup, steps, args.path)
-    out.update(img_s=args.batch * steps / out["seconds"], peak_rss_gib=peak_rss_gib(), versions=versions(system))
+    out.update(img_s=args.batch * steps / out["seconds"], cpu_ms_per_img=1e3 * out["cpu_seconds"] / (args.batch * steps),
+               peak_rss_gib=peak_rss_gib(), versions=versions(system))
     print("RESULT " + json.dumps(out), flush=True)
 
 
 def versions(system):
-    if system == "mlx":
+    if system.startswith("mlx"):
         import mlx.core as mx
         return {"mlx": mx.__version__}
     import torch
@@ -258,7 +264,7 @@ def versions(system):
 
 # ---------------------------------------------------------------- driver
 def launch(system, row, args, path):
-    python = sys.executable if system == "mlx" else args.torch_python
+    python = sys.executable if system.startswith("mlx") else args.torch_python
     env = dict(os.environ, **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                               "MKL_NUM_THREADS")})
     cmd = [python, str(Path(__file__).resolve()), "--worker", system, "--row", row, "--batch", str(args.batch),
@@ -301,13 +307,14 @@ def main():
     if args.worker:
         return run_worker(args)
 
-    paths = {"mlx": None, "hjepa": args.hjepa, "ijepa": args.ijepa, "ijepa6": args.ijepa}
-    systems = args.systems.split(",") if args.systems else [s for s in SYSTEMS if s == "mlx" or paths[s]]
+    paths = {"mlx": None, "mlx_gelu": None, "hjepa": args.hjepa, "ijepa": args.ijepa, "ijepa6": args.ijepa}
+    systems = args.systems.split(",") if args.systems else [s for s in SYSTEMS if s == "mlx" or paths[s]
+                                                             and s != "mlx_gelu"]
     rows = args.rows.split(",")
     bad = [s for s in systems if s not in SYSTEMS] + [r for r in rows if r not in ROWS]
     if bad:
         raise SystemExit(f"Unknown system or row {bad}; systems: {', '.join(SYSTEMS)}; rows: {', '.join(ROWS)}.")
-    missing = [s for s in systems if s != "mlx" and not (paths[s] and Path(paths[s], "src").is_dir())]
+    missing = [s for s in systems if not s.startswith("mlx") and not (paths[s] and Path(paths[s], "src").is_dir())]
     if missing:
         raise SystemExit(f"No checkout for {', '.join(missing)}: pass --hjepa / --ijepa with the path of a clone.")
 
@@ -325,21 +332,24 @@ def main():
 
 def report(results, rows, systems, args, load_before, load_after):
     any_mlx = next(v for (_, s), v in results.items() if s == "mlx")[0]
-    torch_v = next((v[0]["versions"]["torch"] for (_, s), v in results.items() if s != "mlx"), None)
+    torch_v = next((v[0]["versions"]["torch"] for (_, s), v in results.items() if not s.startswith("mlx")), None)
     print(f"\nFull training step, fp32, batch {args.batch}, {args.threads} threads each, {args.rounds} interleaved "
           "rounds, one process per run")
     print(f"machine: {machine()}; load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     torch_text = f", torch {torch_v} (eager, CPU)" if torch_v else ""
     print(f"versions: python {platform.python_version()}, mlx {any_mlx['versions']['mlx']}{torch_text}")
     print(f"mlx-hjepa activation: {any_mlx['activation']}\n")
-    cols = ["row", "system", "img/s median", "img/s fastest", "GFLOP/img", "GFLOP/s (median)", "peak RSS GiB"]
+    cols = ["row", "system", "img/s median", "img/s fastest", "CPU ms/img", "GFLOP/img", "GFLOP/s (median)",
+            "peak RSS GiB"]
     table = []
     for row in rows:
         for s in systems:
             res = results[(row, s)]
             ips = [x["img_s"] for x in res]
             g = res[0]["gflop_per_img"]
-            table.append([ROWS[row][0], LABELS[s], f"{statistics.median(ips):.2f}", f"{max(ips):.2f}", f"{g:.2f}",
+            cpu = statistics.median(x["cpu_ms_per_img"] for x in res)
+            table.append([ROWS[row][0], LABELS[s], f"{statistics.median(ips):.2f}", f"{max(ips):.2f}", f"{cpu:.0f}",
+                          f"{g:.2f}",
                           f"{g * statistics.median(ips):.1f}", f"{max(x['peak_rss_gib'] for x in res):.2f}"])
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
@@ -355,8 +365,10 @@ def report(results, rows, systems, args, load_before, load_after):
             if s == "mlx":
                 continue
             ratios = [a["img_s"] / b["img_s"] for a, b in zip(results[(row, "mlx")], results[(row, s)])]
+            by_cpu = statistics.median(b["cpu_ms_per_img"] / a["cpu_ms_per_img"]
+                                       for a, b in zip(results[(row, "mlx")], results[(row, s)]))
             print(f"{ROWS[row][0]}: ratio mlx-hjepa/{s}: {statistics.median(ratios):.2f} (median of per-round "
-                  f"ratios; range {min(ratios):.2f}-{max(ratios):.2f})")
+                  f"ratios; range {min(ratios):.2f}-{max(ratios):.2f}; by CPU time per image: {by_cpu:.2f})")
 
 
 if __name__ == "__main__":
