@@ -12,7 +12,8 @@ Peers, each built from its own repository's classes the way its training script 
           timed loop, as its DataLoader workers draw them beside the step.
   ijepa6  the same I-JEPA with mlx-hjepa's predictor size (6 deep, min(384, width) wide).
 mlx-hjepa runs its default config (python -m mlx_hjepa.train's step: TrainStep from
-train/builders.py) at the same encoder, image size, batch and predictor (6 x min(384, width)).
+train/builders.py) at the same encoder, image size, batch and predictor (6 x min(384, width));
+`--systems mlx,mlx_gelu,...` adds it with model.activation: gelu (exact GELU, the old default).
 
 Workarounds live here, not in the peers' code: I-JEPA's MaskCollator loops forever at 96 px
 with min_keep 10 (3 is used there); I-JEPA wraps its models in DistributedDataParallel
@@ -21,7 +22,9 @@ at import time (a stub module is put in sys.modules if matplotlib is missing).
 
 Every run is its own process (a fresh interpreter per system, row and round), rounds interleave
 the systems in rotating order, and every process gets the same thread count (OMP/OpenBLAS/MKL
-env vars; torch.set_num_threads). Reported: img/s median and fastest over rounds, GFLOP/img
+env vars; torch.set_num_threads). Reported: img/s median and fastest over rounds, process CPU
+time per image (every thread, spinning included: on a machine shared with other jobs it moves
+less than wall time), GFLOP/img
 (mlx-hjepa: models.step_flops, analytic; peers: torch.utils.flop_counter over one step: the
 same matmul, convolution and attention FLOPs, forward and backward), achieved GFLOP/s, and the
 process's peak resident memory. The ratio lines are medians of per-round ratios.
