@@ -49,7 +49,7 @@ def worker(args):
     from mlx_hjepa.distributed import init_distributed, shard_rows
     from mlx_hjepa.masks import MultiBlockMaskSampler
     from mlx_hjepa.models import HJEPA
-    from mlx_hjepa.train.device import select_device
+    from mlx_hjepa.devices import select_device
     from mlx_hjepa.train.schedules import Schedules
     from mlx_hjepa.train.step import StepOptions, TrainStep
 

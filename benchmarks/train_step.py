@@ -22,7 +22,7 @@ from mlx_hjepa.train.step import StepOptions, TrainStep  # noqa: E402
 
 
 def bench(name, img_size, batch, steps, warmup):
-    model = bench_model(name, img_size)
+    model = bench_model(name, img_size, act="auto")  # the config's default activation
     steps_total = warmup + steps
     sched = Schedules(1e-3, 2e-4, 1e-6, 10, 1000, 0.04, 0.4, 0.996, 1.0, 1000)
     step = TrainStep(model, sched, StepOptions(hierarchy_weights=(1.0, 0.5, 0.25)[: model.num_hierarchies]))

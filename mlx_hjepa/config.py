@@ -83,7 +83,7 @@ class ModelConfig:
     num_heads: Optional[int] = None
     patch_size: Optional[int] = None
     mlp_ratio: Optional[float] = None
-    activation: str = "gelu"  # gelu (exact, timm's) | fast_gelu (within 5e-6, faster on CPUs)
+    activation: str = "auto"  # auto (fast_gelu on the CPU backend, else gelu) | gelu (exact, timm's) | fast_gelu
     num_hierarchies: int = 3
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     target_encoder: TargetEncoderConfig = field(default_factory=TargetEncoderConfig)

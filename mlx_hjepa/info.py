@@ -15,6 +15,7 @@ import time
 from importlib import metadata
 
 from . import __version__, _blas  # the package import has already preloaded the BLAS
+from .devices import backend_packages, pick_device, unused_gpu_hint
 
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
@@ -104,6 +105,9 @@ def collect(measure: bool = True) -> dict:
         "cpu_cores": usable_cores,
         "default_device": str(mx.default_device()),
         "backend": backend(),
+        "device_auto": pick_device("auto"),  # what a config's `device: auto` runs on
+        "gpu_hint": unused_gpu_hint(),
+        "backend_packages": backend_packages(),
         "blas": blas_report(measure),
         "compile": jit_compiler(),
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS") if k in os.environ},
@@ -117,7 +121,7 @@ def format_report(info: dict) -> str:
         f"platform        {info['platform']}",
         f"cpu             {info['cpu']} ({info['cpu_cores']} usable cores)",
         "versions        " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
-        f"device          {info['default_device']} (backend: {info['backend']})",
+        f"device          {info['default_device']} (backend: {info['backend']}; device: auto -> {info['device_auto']})",
         f"blas            {blas['library']}" + ("  <- slow reference BLAS" if blas["is_reference_blas"] else ""),
     ]
     if "openblas_config" in blas:
@@ -130,6 +134,11 @@ def format_report(info: dict) -> str:
         lines.append(f"mx.compile cpu  JIT via {compile_['path']}")
     else:
         lines.append(f"mx.compile cpu  no {compile_['compiler']} on PATH: compiled functions run unfused on the CPU")
+    if len(info["backend_packages"]) > 1:
+        lines.append(f"mlx backends    {', '.join(info['backend_packages'])} are all installed and share "
+                     f"mlx/lib/libmlx.so: the last installed is the one running ({info['backend']})")
+    if info["gpu_hint"]:
+        lines.append(f"gpu             an NVIDIA GPU is present but this MLX is the CPU build: {info['gpu_hint']}")
     if info["thread_env"]:
         lines.append("thread env      " + " ".join(f"{k}={v}" for k, v in info["thread_env"].items()))
     return "\n".join(lines)

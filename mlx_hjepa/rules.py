@@ -74,7 +74,7 @@ def weights_problem(strategy, weights):
 # Loss and activation names the code implements; LOSS_SPELLINGS maps what configs may say.
 LOSS_TYPES = ("smooth_l1", "mse")
 LOSS_SPELLINGS = {"smooth_l1": "smooth_l1", "smoothl1": "smooth_l1", "huber": "smooth_l1", "mse": "mse", "l2": "mse"}
-ACTIVATIONS = ("gelu", "fast_gelu")
+ACTIVATIONS = ("auto", "gelu", "fast_gelu")  # auto: fast_gelu on the CPU backend, exact gelu on a GPU
 
 _MODEL_NAME = re.compile(r"(vit_[a-z]+?)(?:_patch(\d+))?(?:_(\d+))?")
 

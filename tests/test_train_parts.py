@@ -11,7 +11,7 @@ import pytest
 from mlx_hjepa import config as C
 from mlx_hjepa.rundir import RunDir
 from mlx_hjepa.train import resume
-from mlx_hjepa.train.device import DeviceError, select_device
+from mlx_hjepa.devices import DeviceError, select_device
 from mlx_hjepa.train.inrun_eval import EVAL_FILE, InRunEval
 from mlx_hjepa.train.metrics import MetricsLog, Window
 from mlx_hjepa.train.stops import StopPolicy, Stopped, TrainingError, interrupted_error, peer_lost_error

@@ -8,10 +8,10 @@ from mlx.utils import tree_flatten
 
 from .. import config as C
 from ..errors import add_debug_flag, run_command
+from ..devices import DeviceError, select_device
 from ..distributed import init_distributed
 from ..models import step_flops
 from ..rundir import RunDirLocked
-from .device import DeviceError, select_device
 from .stops import TrainingError
 from .trainer import Trainer
 

@@ -102,8 +102,9 @@ class Trainer:
         if self.resume_from is not None:
             resume.check_world_size(self.resume_from, self.world_size)
         if self.is_main:
-            self.run.begin(C.config_to_yaml(self.cfg), C.launch_info(self.cfg, self.world_size) | {"mlx": mx.__version__},
-                           fresh=self.resume_from is None)
+            launch = C.launch_info(self.cfg, self.world_size) | {"activation": self.model.encoder.act,
+                                                                 "mlx": mx.__version__}  # what "auto" became
+            self.run.begin(C.config_to_yaml(self.cfg), launch, fresh=self.resume_from is None)
         self.metrics = MetricsLog(self.run, self.is_main, self.cfg.logging.use_tensorboard,
                                   self.cfg.logging.log_dataset_distribution)
         self.evaluation = InRunEval(self.cfg, self.metrics, self.log, enabled=self.is_main)
