@@ -27,9 +27,9 @@ from typing import Any, Optional, Union
 
 import yaml
 
-DATASET_NAMES = ("imagenet", "imagenet100", "imagefolder", "cifar10", "cifar100", "stl10", "synthetic")
+DATASET_NAMES = ("imagenet", "imagenet100", "imagefolder", "cifar10", "cifar100", "stl10", "synthetic", "fashion_mnist", "mnist")
 SAMPLING_STRATEGIES = ("weighted", "balanced", "concat")
-PATCH_SIZES = (8, 14, 16)
+PATCH_SIZES = (2, 4, 8, 14, 16)  # 2 and 4: fine grids on small images (28-32 px)
 MAX_HIERARCHIES = 4
 # name: (embed_dim, depth, num_heads); mlp_ratio 4 for all, as in timm.
 ENCODER_PRESETS = {

@@ -1,6 +1,7 @@
 """`python -m mlx_hjepa.data` (also `hjepa-data`): download, prepare, verify and summarise datasets.
 
     python -m mlx_hjepa.data download cifar10 --root ./data
+    python -m mlx_hjepa.data download fashion_mnist --root ./data
     python -m mlx_hjepa.data prepare-imagenet-val --root ./data/imagenet --devkit ILSVRC2012_devkit_t12.tar.gz
     python -m mlx_hjepa.data verify imagenet100 --root ./data/imagenet
     python -m mlx_hjepa.data stats configs/imagenet100_multi_dataset.yaml
@@ -11,7 +12,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from .download import ARCHIVES, DownloadError, download_dataset
+from .download import DOWNLOADABLE, DownloadError, download_dataset
 from .imagenet_val import PrepareError, prepare_imagenet_val
 from .verify import DATASETS, print_report, verify_dataset
 
@@ -91,12 +92,13 @@ def build_parser():
                                      epilog="\n".join(__doc__.splitlines()[2:]))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("download", help="download and unpack CIFAR-10, CIFAR-100 or STL-10",
-                            description="Download an official archive (resumable, MD5-checked) and unpack it under --root.")
-    p.add_argument("name", choices=sorted(ARCHIVES), help="dataset to download")
+    p = commands.add_parser("download", help="download and unpack CIFAR-10, CIFAR-100, STL-10, Fashion-MNIST or MNIST",
+                            description="Download an official archive (resumable, MD5-checked) and unpack it under --root "
+                                        "(fashion_mnist, mnist: the four IDX files into ROOT/fashion-mnist/, ROOT/mnist/).")
+    p.add_argument("name", choices=sorted(DOWNLOADABLE), help="dataset to download")
     p.add_argument("--root", required=True, type=Path, help="folder to hold the dataset (e.g. ./data)")
     p.add_argument("--keep-archive", action="store_true", help="keep the .tar.gz after unpacking")
-    p.add_argument("--url", help="download from this mirror instead of the official URL")
+    p.add_argument("--url", help="download from this mirror instead of the official URL (fashion_mnist, mnist: its folder)")
     p.add_argument("--md5", help="expected MD5 of the archive at --url (default: the official one)")
     p.set_defaults(run=_download)
 

@@ -20,7 +20,7 @@ PRESETS = {
     "vit_base": dict(embed_dim=768, depth=12, num_heads=12),
     "vit_large": dict(embed_dim=1024, depth=24, num_heads=16),
 }
-PATCH_SIZES = (8, 14, 16)
+PATCH_SIZES = (2, 4, 8, 14, 16)  # 2 and 4: fine grids on small images (28-32 px)
 LN_EPS = 1e-6
 
 

@@ -10,7 +10,7 @@ from .step import StepOptions
 
 EVAL_SPLITS = {"synthetic": ("train", "val"), "cifar10": ("train", "test"), "cifar100": ("train", "test"),
                "stl10": ("train", "test"), "imagenet": ("train", "val"), "imagenet100": ("train", "val"),
-               "imagefolder": ("train", "val")}
+               "imagefolder": ("train", "val"), "fashion_mnist": ("train", "test"), "mnist": ("train", "test")}
 
 
 def build_model(cfg):
