@@ -398,13 +398,20 @@ class Trainer:
         if self.cfg.evaluation.eval_frequency > 0:
             final = self._evaluate()
             if final is not None:
+                from ..eval.baselines import pixel_knn
+
                 random_init = self._knn(builders.build_model(self.cfg).target_encoder)
-                final["random_init_knn_top1"] = random_init["top1"]
+                raw_pixels = pixel_knn(*builders.build_eval_datasets(self.cfg), self.cfg.data.image_size,
+                                       k=self.cfg.evaluation.knn_k)
+                final.update(random_init_knn_top1=random_init["top1"], raw_pixels_knn_top1=raw_pixels["top1"])
                 self._write_metrics({"step": self.global_step, "event": "final", **final})
-                summary.update(knn_top1=final["knn_top1"], random_init_knn_top1=random_init["top1"])
-                self.log(f"k-NN top-1: trained {final['knn_top1']:.2%} vs random init {random_init['top1']:.2%}")
+                summary.update(knn_top1=final["knn_top1"], random_init_knn_top1=random_init["top1"],
+                               raw_pixels_knn_top1=raw_pixels["top1"])
+                self.log(f"k-NN top-1: trained {final['knn_top1']:.2%} vs random init {random_init['top1']:.2%} "
+                         f"vs raw pixels {raw_pixels['top1']:.2%}")
                 with open(self.run_dir / "eval_knn.json", "w") as f:
-                    json.dump({"trained": final, "random_init": random_init}, f, indent=2, default=float)
+                    json.dump({"trained": final, "random_init": random_init, "raw_pixels": raw_pixels}, f, indent=2,
+                              default=float)
         return summary
 
 
