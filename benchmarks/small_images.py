@@ -1,6 +1,7 @@
 """The small-image study's diagnostics and table (docs/small_images.md).
 
     python benchmarks/small_images.py floor RUN_DIR [RUN_DIR ...]
+    python benchmarks/small_images.py quick RUN_DIR [RUN_DIR ...]
     python benchmarks/small_images.py table RUN_DIR [RUN_DIR ...]
 
 floor: the position-only floor of each run's final target encoder: the loss a predictor
@@ -9,6 +10,8 @@ target at that position (so it knows where a patch is, nothing about the image).
 training loss far below the floor means the predictor reads the context; a loss at or above
 it means it learned only positions. Also the loss of predicting zero, and the floor of the
 same encoder at its random initialisation. Measured on 2,000 test images, level 0 and 1.
+
+quick: the study's fast k-NN (5,000-image bank, 1,000 test images), written to quick_eval.json.
 
 table: one markdown row per run from its run.json/config.yaml, metrics.jsonl (CPU time of
 training, final losses, effective rank, target std) and eval.json (written by
@@ -80,40 +83,67 @@ def floor(args):
         (Path(run_dir) / "floor.json").write_text(json.dumps(row, indent=2) + "\n")
 
 
+def quick(args):
+    """k-NN on a fixed subset (first 5,000 train images as the bank, first 1,000 test images),
+    28 px as stored (no resize or crop): the trained target encoder (last block, and the last 4
+    blocks concatenated), the same encoder at its random initialisation, and the raw pixels."""
+    from mlx_hjepa.data.idx import load_idx
+    from mlx_hjepa.eval.baselines import pixel_features
+    from mlx_hjepa.eval.features import extract_features, load_eval_encoder, random_encoder_like
+    from mlx_hjepa.eval.knn import knn_classify
+
+    train_x, train_y, _ = load_idx("fashion_mnist", args.data_path, "train")
+    test_x, test_y, _ = load_idx("fashion_mnist", args.data_path, "test")
+    bank, queries = (train_x[:5000], train_y[:5000]), (test_x[:1000], test_y[:1000])
+
+    def knn(a, b):
+        return knn_classify(a[0], a[1], b[0], b[1], k=20, num_classes=10)["top1"]
+
+    for run_dir in args.runs:
+        encoder, _, config = load_eval_encoder(run_dir, "target")
+        result = {"run": str(run_dir)}
+        for label, e in (("trained", encoder), ("random_init", random_encoder_like(encoder, config["experiment"]["seed"]))):
+            a, b = extract_features(e, bank, 256, e.depth), extract_features(e, queries, 256, e.depth)
+            last = lambda f: (f[0][:, -e.embed_dim:], f[1])
+            result[f"{label}_knn"], result[f"{label}_knn_last4"] = knn(last(a), last(b)), knn(a, b)
+        result["raw_pixels_knn"] = knn(pixel_features(bank, 28), pixel_features(queries, 28))
+        print(json.dumps(result))
+        (Path(run_dir) / "quick_eval.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
 def table(args):
-    header = ("| run | grid | levels | VICReg | crop | imgs seen | train CPU s | k-NN trained | random init | raw pixels "
-              "| linear trained | random init | raw pixels | loss0 / floor0 | eff. rank | target std |")
-    print(header)
-    print("|" + "---|" * header.count("|")[:-1] if False else "|" + "---|" * (header.count("|") - 1))
+    """One markdown row per run from config.yaml, metrics.jsonl, quick_eval.json and floor.json
+    (quick_eval.json may also hold train_cpu_s, the CPU seconds the training command took)."""
+    columns = ("run", "levels", "VICReg", "lr", "crop", "seed", "images seen", "train CPU s", "k-NN trained", "random init",
+               "raw pixels", "trained, last 4 blocks", "loss0 / floor0", "loss1 / floor1", "eff. rank", "target std")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
     for run_dir in args.runs:
         run_dir = Path(run_dir)
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-        ev = json.loads((run_dir / "eval.json").read_text())
+        quick_eval = json.loads((run_dir / "quick_eval.json").read_text())
         fl = json.loads((run_dir / "floor.json").read_text()) if (run_dir / "floor.json").is_file() else {}
-        cpu = json.loads((run_dir / "cpu.json").read_text())["train_cpu_s"] if (run_dir / "cpu.json").is_file() else None
         metrics = final_metrics(run_dir)
-        base = ev.get("baselines", {})
-        d, m = cfg["data"], cfg["model"]
-        seen = d.get("samples_per_epoch") or 60000
-        pct = lambda r, p: f"{100 * r[p]['top1']:.1f}" if r and p in r else "-"
-        ratio = fl.get("loss_over_floor_level0")
-        print(f"| {run_dir.name} | {d['image_size'] // m['patch_size']}x{d['image_size'] // m['patch_size']} "
-              f"| {m['num_hierarchies']} | {'on' if cfg['loss']['use_vicreg'] else 'off'} "
-              f"| {tuple(d['transforms']['crop_scale'])} | {seen * cfg['training']['epochs']:,} "
-              f"| {cpu:.0f} | " if cpu is not None else "| - | ", end="")
-        print(f"{pct(ev, 'knn')} | {pct(base.get('random_init'), 'knn')} | {pct(base.get('raw_pixels'), 'knn')} "
-              f"| {pct(ev, 'linear')} | {pct(base.get('random_init'), 'linear')} | {pct(base.get('raw_pixels'), 'linear')} "
-              f"| {ratio:.2f} | " if ratio is not None else "| - | ", end="")
-        print(f"{metrics.get('effective_rank', float('nan')):.1f} | {metrics.get('target_std', float('nan')):.3f} |")
+        d, t = cfg["data"], cfg["training"]
+        pct = lambda key: f"{100 * quick_eval[key]:.1f}"
+        ratio = lambda key: f"{fl[key]:.2f}" if key in fl else "-"
+        cells = (run_dir.name, cfg["model"]["num_hierarchies"], "on" if cfg["loss"]["use_vicreg"] else "off",
+                 f"{t['lr']:g}", "-".join(f"{c:g}" for c in d["transforms"]["crop_scale"]), cfg["experiment"]["seed"],
+                 f"{(d.get('samples_per_epoch') or 60000) * t['epochs']:,}",
+                 f"{quick_eval['train_cpu_s']:.0f}" if "train_cpu_s" in quick_eval else "-", pct("trained_knn"),
+                 pct("random_init_knn"), pct("raw_pixels_knn"), pct("trained_knn_last4"),
+                 ratio("loss_over_floor_level0"), ratio("loss_over_floor_level1"),
+                 f"{metrics['effective_rank']:.1f}", f"{metrics['target_std']:.3f}")
+        print("| " + " | ".join(map(str, cells)) + " |")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=("floor", "table"))
+    parser.add_argument("command", choices=("floor", "quick", "table"))
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--data-path", default=FASHION_MNIST)
     args = parser.parse_args(argv)
-    {"floor": floor, "table": table}[args.command](args)
+    {"floor": floor, "quick": quick, "table": table}[args.command](args)
     return 0
 
 
