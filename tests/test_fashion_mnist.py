@@ -1,7 +1,11 @@
 """Evidence of learning on real images: a shortened configs/fashion_mnist.yaml on the real
 Fashion-MNIST (installed by scripts/install_test_data.sh), then k-NN of the trained target
 encoder beside the same encoder at its random initialisation and the raw pixels, on a fixed
-subset (10,000 train images as the bank, 2,000 test images) to keep it to a few minutes."""
+subset (10,000 train images as the bank, 2,000 test images) to keep it to a few minutes.
+
+Shortened from 4 epochs of 10,000 images to 2. Measured on the 2-core CI machine (seed 0):
+trained 64.0% vs random init 46.2% vs raw pixels 82.8%, 327 s of CPU (11 min wall with other
+jobs on the cores). The margin asked for is 8 points, half of the measured gap."""
 
 import json
 from pathlib import Path
