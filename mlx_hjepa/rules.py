@@ -13,7 +13,7 @@ PRESETS = {
     "vit_base": dict(embed_dim=768, depth=12, num_heads=12),
     "vit_large": dict(embed_dim=1024, depth=24, num_heads=16),
 }
-PATCH_SIZES = (8, 14, 16)
+PATCH_SIZES = (2, 4, 8, 14, 16)  # 2 and 4: fine grids on small images (28-32 px)
 DEFAULT_PATCH_SIZE = 16
 DEFAULT_IMAGE_SIZE = 224
 MAX_HIERARCHIES = 4  # level l pools 2^l x 2^l windows: 8x8 at most
@@ -31,6 +31,8 @@ EVAL_SPLITS = {
     "cifar100": ("train", "test"),
     "stl10": ("train", "test"),
     "synthetic": ("train", "val"),
+    "fashion_mnist": ("train", "test"),
+    "mnist": ("train", "test"),
 }
 DATASET_NAMES = tuple(EVAL_SPLITS)
 # The splits each dataset has (None: any folder name under the root), the split pretraining
@@ -44,6 +46,8 @@ SPLITS = {
     "cifar100": ("train", "test"),
     "stl10": ("train", "test", "unlabeled", "train+unlabeled"),
     "synthetic": ("train", "val"),
+    "fashion_mnist": ("train", "test"),
+    "mnist": ("train", "test"),
 }
 PRETRAIN_SPLITS = {"stl10": "train+unlabeled"}
 AUGMENTED_SPLITS = ("train", "unlabeled", "train+unlabeled")

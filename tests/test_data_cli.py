@@ -419,7 +419,7 @@ def test_module_entry_point_and_usage_errors():
     run = [sys.executable, "-m", "mlx_hjepa.data"]
     ok = subprocess.run(run + ["--help"], capture_output=True, text=True)
     assert ok.returncode == 0 and "prepare-imagenet-val" in ok.stdout
-    bad = subprocess.run(run + ["download", "mnist", "--root", "x"], capture_output=True, text=True)
+    bad = subprocess.run(run + ["download", "svhn", "--root", "x"], capture_output=True, text=True)
     assert bad.returncode != 0 and "invalid choice" in bad.stderr and "Traceback" not in bad.stderr
 
 

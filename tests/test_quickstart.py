@@ -24,6 +24,7 @@ def test_quickstart_learns_and_exports_a_loadable_encoder(tmp_path):
     result = json.loads((run_dir / "eval_knn.json").read_text())
     trained, random_init = result["trained"]["knn_top1"], result["random_init"]["top1"]
     assert trained > random_init + 0.10, f"k-NN top-1: trained {trained:.1%} vs random init {random_init:.1%}"
+    assert 0.1 < result["raw_pixels"]["top1"] <= 1.0  # the pixel floor is reported beside them, same protocol
 
     encoder = mlx_hjepa.load_encoder(run_dir / "encoder.safetensors")
     assert (encoder.img_size, encoder.patch_size, encoder.depth) == (cfg.data.image_size, 8, cfg.model.depth)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 from fake_data import fake_cifar, fake_imagenet, fake_stl10
+from test_data_idx import tiny_set
 
 from mlx_hjepa import config as C
 from mlx_hjepa.data import build_dataloader
@@ -62,6 +63,7 @@ def fake_roots(tmp_path_factory):
     fake_cifar(root, "cifar10")
     fake_cifar(root, "cifar100")
     fake_stl10(root)
+    tiny_set(root / "fashion-mnist")
     return root
 
 

@@ -12,6 +12,7 @@ from mlx_hjepa import config as C
 from mlx_hjepa.rundir import RunDir
 from mlx_hjepa.train import resume
 from mlx_hjepa.devices import DeviceError, select_device
+from mlx_hjepa.train import inrun_eval
 from mlx_hjepa.train.inrun_eval import EVAL_FILE, InRunEval
 from mlx_hjepa.train.metrics import MetricsLog, Window
 from mlx_hjepa.train.stops import StopPolicy, Stopped, TrainingError, interrupted_error, peer_lost_error
@@ -118,14 +119,17 @@ def test_in_run_eval_schedule_history_and_final_summary(tmp_path, monkeypatch):
     assert [e for e in range(6) if evaluation.due(e)] == [0, 2]  # not at the end: final() does that
     calls = iter([{"top1": 0.5, "top5": 0.9}, {"top1": 0.6, "top5": 0.95}, {"top1": 0.1, "top5": 0.5}])
     monkeypatch.setattr(InRunEval, "knn", lambda self, encoder: next(calls))
+    monkeypatch.setattr(inrun_eval, "build_eval_datasets", lambda cfg: ("bank", "queries"))
+    monkeypatch.setattr(inrun_eval, "pixel_knn", lambda bank, queries, size, k: {"top1": 0.3, "top5": 0.7})
     assert evaluation.evaluate(FakeModel(), 10, 2)["knn_top1"] == 0.5
     summary = evaluation.final(FakeModel(), 20, 4, RunDir(tmp_path))
-    assert summary == {"knn_top1": 0.6, "random_init_knn_top1": 0.1}
+    assert summary == {"knn_top1": 0.6, "random_init_knn_top1": 0.1, "raw_pixels_knn_top1": 0.3}
     assert [r["step"] for r in evaluation.history] == [10, 20]
     assert written[-1]["event"] == "final" and written[-1]["random_init_knn_top1"] == 0.1
     saved = json.loads((tmp_path / EVAL_FILE).read_text())
     assert saved["trained"]["knn_top1"] == 0.6 and saved["random_init"]["top1"] == 0.1
-    assert any("trained 60.00% vs random init 10.00%" in line for line in logged)
+    assert saved["raw_pixels"]["top1"] == 0.3
+    assert any("trained 60.00% vs random init 10.00% vs raw pixels 30.00%" in line for line in logged)
 
 
 def test_in_run_eval_off_or_without_data_skips_with_a_sentence(monkeypatch):

@@ -1,6 +1,7 @@
 """`python -m mlx_hjepa.data` (also `hjepa-data`): download, prepare, verify and summarise datasets.
 
     python -m mlx_hjepa.data download cifar10 --root ./data
+    python -m mlx_hjepa.data download fashion_mnist --root ./data
     python -m mlx_hjepa.data prepare-imagenet-val --root ./data/imagenet --devkit ILSVRC2012_devkit_t12.tar.gz
     python -m mlx_hjepa.data verify imagenet100 --root ./data/imagenet
     python -m mlx_hjepa.data stats configs/imagenet100_multi_dataset.yaml
@@ -15,7 +16,7 @@ from ..config import load_config
 from ..errors import add_debug_flag, run_command
 from ..rules import FOLDER_DATASETS
 from .build import build_dataset, build_multi_dataset, build_train_dataset
-from .download import ARCHIVES, DownloadError, download_dataset, not_downloadable
+from .download import ARCHIVES, DOWNLOADABLE, DownloadError, download_dataset, not_downloadable
 from .imagenet_val import PrepareError, prepare_imagenet_val
 from .verify import DATASETS, print_report, verify_dataset
 
@@ -106,14 +107,15 @@ def build_parser():
                                      epilog="\n".join(__doc__.splitlines()[2:]))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("download", help="download and unpack CIFAR-10, CIFAR-100 or STL-10",
-                            description="Download an official archive (resumable, MD5-checked) and unpack it under --root. "
+    p = commands.add_parser("download", help="download and unpack CIFAR-10, CIFAR-100, STL-10, Fashion-MNIST or MNIST",
+                            description="Download an official archive (resumable, MD5-checked) and unpack it under --root "
+                                        "(fashion_mnist, mnist: the four IDX files into ROOT/fashion-mnist/, ROOT/mnist/). "
                                         "ImageNet cannot be downloaded by a script: see scripts/download_imagenet100.sh.")
-    p.add_argument("name", choices=sorted(ARCHIVES) + list(FOLDER_DATASETS),
+    p.add_argument("name", choices=sorted(DOWNLOADABLE) + list(FOLDER_DATASETS),
                    help="dataset to download (imagenet and imagenet100 say how to get them)")
     p.add_argument("--root", type=Path, help="folder to hold the dataset (e.g. ./data); required")
     p.add_argument("--keep-archive", action="store_true", help="keep the .tar.gz after unpacking")
-    p.add_argument("--url", help="download from this mirror instead of the official URL")
+    p.add_argument("--url", help="download from this mirror instead of the official URL (fashion_mnist, mnist: its folder)")
     p.add_argument("--md5", help="expected MD5 of the archive at --url (default: the official one)")
     p.set_defaults(run=_download)
 

@@ -9,6 +9,7 @@ from .loader import build_dataloader
 from .cifar import CIFARDataset
 from .download import ARCHIVES, dataset_is_present, download_dataset, not_downloadable
 from .folder import ImageFolderDataset, ImageNet100Dataset, ImageNetDataset
+from .idx import IDXDataset
 from .mixing import WeightedMultiDataset, validate_weights
 from .stl10 import STL10Dataset
 from .synthetic import SyntheticDataset
@@ -26,6 +27,8 @@ def _open_dataset(name, data_path, split, **options):
         return CIFARDataset(data_path, split, name=name, **options)
     if name == "stl10":
         return STL10Dataset(data_path, split, **options)
+    if name in ("fashion_mnist", "mnist"):
+        return IDXDataset(data_path, split, name=name, **options)
     if name == "synthetic":
         return SyntheticDataset(split, **options)
     raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}.")
@@ -43,7 +46,7 @@ def build_dataset(dataset_name, data_path="./data", split="train", image_size=22
                   color_jitter=0.0, horizontal_flip=False, transform=None, download=False, **options):
     """Open dataset ``dataset_name`` with the transform its split calls for.
 
-    ``dataset_name``: imagenet, imagenet100, imagefolder, cifar10, cifar100, stl10, synthetic.
+    ``dataset_name``: imagenet, imagenet100, imagefolder, cifar10, cifar100, stl10, synthetic, fashion_mnist, mnist.
     ``data_path``: the ImageNet root (holding train/ and val/), the folder holding the
     CIFAR/STL-10 archives or extracted folders, or ignored for synthetic.
     ``transform``: overrides the default (JEPATransform on training splits, else

@@ -1,4 +1,4 @@
-"""Download CIFAR-10/100 and STL-10 from their official archives: resumable, checksummed, atomic.
+"""Download CIFAR-10/100, STL-10 (archives) and (Fashion-)MNIST (four files): resumable, checksummed, atomic.
 
 A download goes to `<root>/<archive>.part`, resumes from that file's size with an HTTP
 Range request (after a dropped connection, or on the next run), is renamed to its
@@ -54,6 +54,38 @@ ARCHIVES = {
                "unlabeled_X.bin", "class_names.txt"),
     ),
 }
+
+
+
+@dataclass(frozen=True)
+class FileSet:
+    """Datasets published as loose files (the IDX sets): each is downloaded and checked on its own."""
+    base_url: str
+    folder: str  # the folder under --root the files go to, which the dataset loaders also read
+    md5s: dict  # file name -> MD5
+
+
+# URLs and MD5s as published by Zalando Research (Fashion-MNIST) and used by torchvision.datasets
+# (its MNIST mirror: yann.lecun.com no longer serves the files reliably).
+FILE_SETS = {
+    "fashion_mnist": FileSet(
+        base_url="https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        folder="fashion-mnist",
+        md5s={"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+              "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+              "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+              "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"},
+    ),
+    "mnist": FileSet(
+        base_url="https://ossci-datasets.s3.amazonaws.com/mnist/",
+        folder="mnist",
+        md5s={"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+              "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+              "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+              "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"},
+    ),
+}
+DOWNLOADABLE = (*ARCHIVES, *FILE_SETS)
 
 CHUNK = 1 << 20
 # Errors after which a transfer is worth resuming rather than abandoning.
@@ -199,13 +231,29 @@ def missing_files(name, root):
     return [f for f in archive.files if not (folder / f).is_file()]
 
 
+def download_files(name, root, base_url=None, progress=None, **kwargs):
+    """Download the files of FILE_SETS[name] into `root`/<folder>, each checked against its MD5."""
+    files = FILE_SETS[name]
+    base_url = base_url or files.base_url
+    target = Path(root).expanduser() / files.folder
+    for filename, md5 in files.md5s.items():
+        download_file(urllib.parse.urljoin(base_url.rstrip("/") + "/", filename), target / filename, md5=md5,
+                      progress=progress, **kwargs)
+    return target
+
+
 def download_dataset(name, root, url=None, md5=None, keep_archive=False, progress=None, **kwargs):
-    """Download and unpack dataset `name` (cifar10, cifar100, stl10) under `root`.
-    `url` and `md5` override the official ones. Returns the dataset folder."""
+    """Download and unpack dataset `name` (cifar10, cifar100, stl10, fashion_mnist, mnist) under `root`.
+    `url` and `md5` override the official ones (for fashion_mnist and mnist, `url` is the folder
+    holding the four files and each keeps its official MD5). Returns the dataset folder."""
     if name in FOLDER_DATASETS:
         raise DownloadError(not_downloadable(name, root))
+    if name in FILE_SETS:
+        if md5 is not None:
+            raise DownloadError(f"{name} is four files, each checked against its official MD5; drop --md5.")
+        return download_files(name, root, url, progress, **kwargs)
     if name not in ARCHIVES:
-        raise DownloadError(f"Unknown dataset {name!r}; choose one of {', '.join(ARCHIVES)}.")
+        raise DownloadError(f"Unknown dataset {name!r}; choose one of {', '.join(DOWNLOADABLE)}.")
     archive = ARCHIVES[name]
     url, md5 = url or archive.url, md5 or archive.md5
     root = Path(root).expanduser()

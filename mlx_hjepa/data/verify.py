@@ -21,6 +21,7 @@ from .cifar import LAYOUT as CIFAR_LAYOUT
 from .cifar import load_pickle
 from ..rules import FOLDER_DATASETS
 from .folder import IMAGENET100_CLASSES, is_image_name, read_class_list
+from .idx import load_idx
 
 # None: no official count; the folder is checked for layout, classes and decodes only.
 KNOWN_COUNTS = {
@@ -30,8 +31,11 @@ KNOWN_COUNTS = {
     "cifar10": {"train": 50_000, "test": 10_000},
     "cifar100": {"train": 50_000, "test": 10_000},
     "stl10": {"train": 5_000, "test": 8_000, "unlabeled": 100_000},
+    "fashion_mnist": {"train": 60_000, "test": 10_000},
+    "mnist": {"train": 60_000, "test": 10_000},
 }
-NUM_CLASSES = {"imagenet": 1000, "imagenet100": 100, "cifar10": 10, "cifar100": 100, "stl10": len(stl10.CLASSES)}
+NUM_CLASSES = {"imagenet": 1000, "imagenet100": 100, "cifar10": 10, "cifar100": 100, "stl10": len(stl10.CLASSES),
+               "fashion_mnist": 10, "mnist": 10}
 DATASETS = tuple(KNOWN_COUNTS)
 
 WNID = re.compile(r"^n\d{8}$")
@@ -263,6 +267,22 @@ def _verify_stl10(root, counts):
     return checks
 
 
+def _verify_idx(name, root, counts):
+    checks = []
+    for split, expected in counts.items():
+        try:
+            images, labels, _ = load_idx(name, root, split)  # the loader's own checks: files, headers, sizes, labels
+        except (OSError, ValueError) as e:
+            what, _, fix = str(e).partition("; ")
+            checks.append(Check(f"{split} images", "fail", what, fix[:1].upper() + fix[1:]))
+            continue
+        problem = f"{len(images):,} images, expected {expected:,}" if expected is not None and len(images) != expected else ""
+        checks.append(Check(f"{split} images", "fail" if problem else "ok",
+                            problem or f"{len(images):,} {images.shape[1]}x{images.shape[2]} images, labels in 0..{labels.max()}",
+                            f"Delete the {split} files and get them again." if problem else ""))
+    return checks
+
+
 # --- entry point ----------------------------------------------------------------------------------
 
 
@@ -282,6 +302,8 @@ def verify_dataset(name, root, counts=None, class_list=None, sample=200, seed=0,
         checks = _verify_folders(name, root, expected, class_list, _Reservoir(sample, random.Random(seed)))
     elif name in CIFAR_LAYOUT:
         checks = _verify_cifar(name, root, expected)
+    elif name in ("fashion_mnist", "mnist"):
+        checks = _verify_idx(name, root, expected)
     else:
         checks = _verify_stl10(root, expected)
     free = shutil.disk_usage(root).free / 2**30

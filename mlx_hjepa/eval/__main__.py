@@ -2,6 +2,10 @@
 
     python -m mlx_hjepa.eval RUN_DIR --dataset cifar10 --data-path ./data --protocol knn,linear
     python -m mlx_hjepa.eval encoder.safetensors --dataset synthetic --random-init
+    python -m mlx_hjepa.eval RUN_DIR --dataset fashion_mnist --data-path DIR --baselines
+
+With --baselines, eval.json also holds "baselines": the random-init encoder and the raw
+pixels under the same protocol and split.
 
 Writes eval.json (eval_random_init.json with --random-init) next to the weights: the run
 directory, the checkpoint folder, or the folder holding the .safetensors file.
@@ -21,6 +25,8 @@ from ..data import build_dataset
 from ..errors import add_debug_flag, run_command
 from ..rules import EVAL_SPLITS
 from ..weights import write_json_atomic
+from .baselines import NAMES as BASELINES
+from .baselines import baseline_features
 from .features import extract_features, load_eval_encoder, random_encoder_like, training_seed, with_image_size
 from .knn import WEIGHTINGS, knn_classify
 from .linear_probe import linear_probe
@@ -38,6 +44,8 @@ def parse_args(argv):
     parser.add_argument("--protocol", default="knn,linear", help="comma-separated: knn, linear (default: both)")
     parser.add_argument("--random-init", action="store_true",
                         help="evaluate a freshly initialised encoder of the same shape (the baseline)")
+    parser.add_argument("--baselines", action="store_true",
+                        help="also evaluate the random-init encoder and the raw pixels with the same protocol")
     parser.add_argument("--which", choices=["target", "context"], default="target",
                         help="which encoder of a run or checkpoint (default: target)")
     parser.add_argument("--seed", type=int, default=None,
@@ -104,9 +112,10 @@ def run(args, console):
     cache_dir = None if args.no_cache else Path(args.cache_dir or out_file.parent / "feature_cache")
 
     train_split, test_split = EVAL_SPLITS[args.dataset]
-    splits = {}
+    splits, datasets = {}, {}
     for split in (train_split, test_split):
-        dataset = build_dataset(args.dataset, args.data_path, split, image_size=encoder.img_size, **options)
+        dataset = datasets[split] = build_dataset(args.dataset, args.data_path, split, image_size=encoder.img_size,
+                                                  **options)
         with Progress(TextColumn(f"features {args.dataset}/{split}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeRemainingColumn(), console=console, transient=True) as bar:
             task = bar.add_task("", total=len(dataset))
@@ -114,11 +123,27 @@ def run(args, console):
                                              cache_dir=cache_dir, num_workers=args.num_workers,
                                              progress=lambda done, total: bar.update(task, completed=done))
         num_classes = getattr(dataset, "num_classes", 0)
-    (train_x, train_y), (test_x, test_y) = splits[train_split], splits[test_split]
+    (_, train_y), (_, test_y) = splits[train_split], splits[test_split]
     num_classes = max(num_classes, int(max(train_y.max(), test_y.max())) + 1)
 
     result = {"dataset": args.dataset, "weights": str(weights_file)}
-    details = {}
+    result_protocols, details = evaluate_protocols(args, protocols, splits[train_split], splits[test_split], num_classes, seed)
+    result.update(result_protocols)
+    if args.baselines:
+        result["baselines"] = evaluate_baselines(args, protocols, encoder, datasets, cache_dir, num_classes, seed, console)
+
+    write_json_atomic(out_file, result)
+    print_table(console, args, result, details, len(train_y), len(test_y), train_split, test_split)
+    if args.baselines:
+        print_baselines(console, result)
+    console.print(f"Wrote {out_file.resolve()}")
+    return result
+
+
+def evaluate_protocols(args, protocols, train, test, num_classes, seed):
+    """({"knn": ..., "linear": ...} as written to eval.json, full results for the table)."""
+    (train_x, train_y), (test_x, test_y) = train, test
+    result, details = {}, {}
     if "knn" in protocols:
         knn = knn_classify(train_x, train_y, test_x, test_y, k=args.k, temperature=args.temperature,
                            num_classes=num_classes, weighting=args.weighting)
@@ -129,11 +154,34 @@ def run(args, console):
                               num_classes=num_classes)
         result["linear"] = {key: linear[key] for key in ("top1", "top5", "lr", "weight_decay")}
         details["linear"] = linear
+    return result, details
 
-    write_json_atomic(out_file, result)
-    print_table(console, args, result, details, len(train_y), len(test_y), train_split, test_split)
-    console.print(f"Wrote {out_file.resolve()}")
-    return result
+
+def evaluate_baselines(args, protocols, encoder, datasets, cache_dir, num_classes, seed, console):
+    """{baseline name: {"knn": ..., "linear": ...}} for the random-init encoder and the raw pixels."""
+    results = {}
+    for name in BASELINES:
+        features = []
+        for split, dataset in datasets.items():
+            with Progress(TextColumn(f"{name} features {args.dataset}/{split}"), BarColumn(),
+                          TextColumn("{task.completed}/{task.total}"), console=console, transient=True) as bar:
+                task = bar.add_task("", total=len(dataset))
+                features.append(baseline_features(name, encoder, dataset, seed, args.num_layers, args.batch_size,
+                                                   cache_dir, args.num_workers,
+                                                   progress=lambda done, total: bar.update(task, completed=done)))
+        results[name], _ = evaluate_protocols(args, protocols, *features, num_classes, seed)
+    return results
+
+
+def print_baselines(console, result):
+    table = Table(title="top-1 (%) beside the floors, same protocol and split")
+    for column in ("protocol", "trained", "random init", "raw pixels"):
+        table.add_column(column, justify="left" if column == "protocol" else "right")
+    for protocol in PROTOCOLS:
+        if protocol in result:
+            row = [result[protocol]] + [result["baselines"][name][protocol] for name in BASELINES]
+            table.add_row({"knn": "k-NN", "linear": "linear"}[protocol], *(f"{100 * r['top1']:.2f}" for r in row))
+    console.print(table)
 
 
 def print_table(console, args, result, details, num_train, num_test, train_split, test_split):

@@ -3,6 +3,7 @@
 from .. import config as C
 from ..data import build_eval_datasets
 from ..eval import evaluate_knn
+from ..eval.baselines import pixel_knn
 from ..models import HJEPA
 
 EVAL_FILE = "eval_knn.json"
@@ -39,15 +40,19 @@ class InRunEval:
         return record
 
     def final(self, model, step, epoch, run_dir):
-        """The last k-NN beside the same encoder at its random initialisation; returns the summary
-        entries (empty when evaluation is off or its data is missing)."""
+        """The last k-NN beside its two floors, same protocol: the same encoder at its random
+        initialisation and the raw pixels; returns the summary entries (empty when evaluation is off
+        or its data is missing)."""
         final = self.evaluate(model, step, epoch)
         if final is None:
             return {}
         fresh = HJEPA.from_config(C.model_config(self.cfg), seed=self.cfg.experiment.seed)
         random_init = self.knn(fresh.target_encoder)
-        final["random_init_knn_top1"] = random_init["top1"]
+        raw_pixels = pixel_knn(*build_eval_datasets(self.cfg), self.cfg.data.image_size, k=self.cfg.evaluation.knn_k)
+        final.update(random_init_knn_top1=random_init["top1"], raw_pixels_knn_top1=raw_pixels["top1"])
         self.metrics.write({"step": step, "event": "final", **final})
-        self.log(f"k-NN top-1: trained {final['knn_top1']:.2%} vs random init {random_init['top1']:.2%}")
-        run_dir.write_json(EVAL_FILE, {"trained": final, "random_init": random_init})
-        return {"knn_top1": final["knn_top1"], "random_init_knn_top1": random_init["top1"]}
+        self.log(f"k-NN top-1: trained {final['knn_top1']:.2%} vs random init {random_init['top1']:.2%} "
+                 f"vs raw pixels {raw_pixels['top1']:.2%}")
+        run_dir.write_json(EVAL_FILE, {"trained": final, "random_init": random_init, "raw_pixels": raw_pixels})
+        return {"knn_top1": final["knn_top1"], "random_init_knn_top1": random_init["top1"],
+                "raw_pixels_knn_top1": raw_pixels["top1"]}
