@@ -2,6 +2,7 @@
 that scripts/install_test_data.sh installs (Debian's dataset-fashion-mnist)."""
 
 import gzip
+import hashlib
 import os
 import platform
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from mlx_hjepa.data import build_dataset
-from mlx_hjepa.data.download import FILE_SETS, DownloadError, download_dataset
+from mlx_hjepa.data.download import FILE_SETS, DownloadError, FileSet, download_dataset
 from mlx_hjepa.data.idx import IDXDataset, read_idx
 from mlx_hjepa.data.verify import verify_dataset
 
@@ -128,12 +129,10 @@ def test_verify_reports_missing_and_good_files(tmp_path):
 def test_download_fetches_the_four_files_and_checks_each(tmp_path):
     source = tmp_path / "mirror"
     tiny_set(source)
-    good = {name: __import__("hashlib").md5((source / name).read_bytes()).hexdigest() for name in FILE_SETS["mnist"].md5s}
-    from mlx_hjepa.data import download as dl
-
+    good = {name: hashlib.md5((source / name).read_bytes()).hexdigest() for name in FILE_SETS["mnist"].md5s}
     official = FILE_SETS["mnist"]
     try:
-        FILE_SETS["mnist"] = dl.FileSet(official.base_url, official.folder, good)
+        FILE_SETS["mnist"] = FileSet(official.base_url, official.folder, good)
         folder = download_dataset("mnist", tmp_path / "data", url=source.as_uri())
         assert sorted(p.name for p in folder.iterdir()) == sorted(good)
         assert len(IDXDataset(tmp_path / "data", "train", name="mnist")) == 5
