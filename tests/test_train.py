@@ -116,8 +116,11 @@ def test_resume_mid_epoch_matches_a_straight_run(tmp_path, capsys):
     assert code == 0 and "resumed from" in out.out
     a, b = final_weights(straight / "quickstart"), final_weights(split / "quickstart")
     assert a.keys() == b.keys()
+    # Threaded BLAS sums in a schedule-dependent order, and Adam turns those ~1e-7 differences in
+    # tiny gradients into ~1e-6 in the weights after 8 steps (seen under load); one step more or
+    # less moves weights by ~1e-3, so 1e-5 still catches any difference in what was trained.
     for k in a:
-        np.testing.assert_allclose(a[k], b[k], atol=1e-6, rtol=0)
+        np.testing.assert_allclose(a[k], b[k], atol=1e-5, rtol=0)
     # The same lines, key for key; numbers agree to float32 round-off (threaded BLAS and LAPACK
     # sum in a schedule-dependent order, so two runs may differ in the 7th digit).
     a_metrics, b_metrics = metrics(straight / "quickstart"), metrics(split / "quickstart")
