@@ -151,12 +151,20 @@ def eval_class_list(cfg):
     return d.datasets[0].class_list if d.use_multi_dataset else d.class_list
 
 
-def build_eval_datasets(cfg):
+def build_eval_datasets(cfg, dataset=None, data_path=None, split=None):
     """Labelled (bank, query) splits of the run's evaluation source, both through the eval transform.
-    Evaluation always reads the labelled splits (STL-10: train and test), with the run's class list."""
+    Evaluation always reads the labelled splits (STL-10: train and test), with the run's class list.
+    `dataset`, `data_path` and `split` (the query split) override the run's (the report takes them)."""
     name, path = eval_source(cfg)
+    if dataset is not None and dataset != name:  # another dataset: the run's class list is not its
+        name, class_list = dataset, None
+    else:
+        class_list = eval_class_list(cfg)
+    if name not in EVAL_SPLITS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(EVAL_SPLITS))}.")
     train_split, val_split = EVAL_SPLITS[name]
+    path = data_path or path
     transform = JEPAEvalTransform(cfg.data.image_size)
-    options = dict(source_options(cfg, name), class_list=eval_class_list(cfg))
+    options = dict(source_options(cfg, name), class_list=class_list)
     return (build_dataset(name, data_path=path, split=train_split, transform=transform, **options),
-            build_dataset(name, data_path=path, split=val_split, transform=transform, **options))
+            build_dataset(name, data_path=path, split=split or val_split, transform=transform, **options))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..rules import FOLDER_DATASETS
+from .idx import FOLDERS as IDX_FOLDERS
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ ARCHIVES = {
 class FileSet:
     """Datasets published as loose files (the IDX sets): each is downloaded and checked on its own."""
     base_url: str
-    folder: str  # the folder under --root the files go to, which the dataset loaders also read
+    folder: str  # the folder under --root the files go to: the one the IDX loader reads
     md5s: dict  # file name -> MD5
 
 
@@ -70,7 +71,7 @@ class FileSet:
 FILE_SETS = {
     "fashion_mnist": FileSet(
         base_url="https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
-        folder="fashion-mnist",
+        folder=IDX_FOLDERS["fashion_mnist"],
         md5s={"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
               "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
               "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
@@ -78,7 +79,7 @@ FILE_SETS = {
     ),
     "mnist": FileSet(
         base_url="https://ossci-datasets.s3.amazonaws.com/mnist/",
-        folder="mnist",
+        folder=IDX_FOLDERS["mnist"],
         md5s={"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
               "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
               "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",

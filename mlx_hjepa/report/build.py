@@ -9,6 +9,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from .. import config as C
+from ..data import build_eval_datasets
 from ..eval.features import extract_features
 from ..viz import analysis, overlays
 from ..weights import write_text_atomic
@@ -173,7 +174,7 @@ def write_report(run_dir, out=None, dataset=None, data_path=None, split=None, lo
     log("report: masks")
     sections = [unless_data_missing("1. Masks and hierarchy windows", lambda: masks_section(run, out))]
     explicit = dataset or data_path or split  # data the user named must exist; the run's own may be elsewhere now
-    splits = unless_data_missing(None, lambda: R.eval_datasets(run.cfg, dataset, data_path, split), explicit)
+    splits = unless_data_missing(None, lambda: build_eval_datasets(run.cfg, dataset, data_path, split), explicit)
     if isinstance(splits, str):
         sections += [html.section(title, splits) for title in ("2. Attention", "3. Feature maps (PCA)",
                                                                "4. Nearest neighbours")]

@@ -7,12 +7,10 @@ import mlx.core as mx
 import numpy as np
 
 from .. import config as C
-from ..data import (JEPAEvalTransform, build_dataset, build_eval_datasets, build_train_dataset, eval_source,
-                    source_options)
+from ..data import build_train_dataset
 from ..eval.features import load_eval_encoder, random_encoder_like
 from ..masks import MultiBlockMaskSampler
 from ..models import normalize_images
-from ..rules import EVAL_SPLITS
 from ..rundir import CONFIG_FILE, RUN_FILE, RunDir
 from ..viz import first_training_batch
 
@@ -60,18 +58,3 @@ def random_init_like(encoder, cfg):
 def training_sample(cfg, count):
     """(images, masks) of the run's first step, from the config alone."""
     return first_training_batch(cfg, build_train_dataset(cfg), mask_sampler(cfg), count)
-
-
-def eval_datasets(cfg, dataset=None, data_path=None, split=None):
-    """(train bank, query split) through the eval transform: the run's k-NN data unless overridden."""
-    if dataset is None and data_path is None and split is None:
-        return build_eval_datasets(cfg)
-    name, path = eval_source(cfg)
-    name, path = dataset or name, data_path or path
-    if name not in EVAL_SPLITS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(EVAL_SPLITS))}.")
-    train_split, val_split = EVAL_SPLITS[name]
-    transform = JEPAEvalTransform(cfg.data.image_size)
-    options = source_options(cfg, name)
-    return (build_dataset(name, data_path=path, split=train_split, transform=transform, **options),
-            build_dataset(name, data_path=path, split=split or val_split, transform=transform, **options))
