@@ -28,7 +28,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from .masks import MultiBlockMaskSampler
-from .rules import (ACTIVATIONS, DATASET_NAMES, DEFAULT_DATASET_WEIGHT, FOLDER_DATASETS, LOSS_SPELLINGS,
+from .rules import (ACTIVATIONS, DATASET_NAMES, DEFAULT_DATASET_WEIGHT, EVAL_CROP_FRACTION, FOLDER_DATASETS, LOSS_SPELLINGS,
                     MAX_HIERARCHIES, PATCH_SIZES, SAMPLING_STRATEGIES, SPLITS, WEIGHTED_STRATEGIES, encoder_config,
                     weights_problem)
 
@@ -193,6 +193,7 @@ class CheckpointConfig:
 class EvaluationConfig:
     eval_frequency: int = 10
     knn_k: int = 20
+    crop_fraction: float = EVAL_CROP_FRACTION
 
 
 @dataclass
@@ -766,6 +767,8 @@ def _check_experiment(cfg: Config, check: _Checks) -> None:
     check(ck.save_frequency >= 1, f"Config key 'checkpoint.save_frequency' is {ck.save_frequency}; save every 1 or more epochs.")
     check(ev.eval_frequency >= 0, f"Config key 'evaluation.eval_frequency' is {ev.eval_frequency}; use a number of epochs, or 0 for no k-NN during training.")
     check(ev.knn_k >= 1, f"Config key 'evaluation.knn_k' is {ev.knn_k}; use at least 1 neighbour (commonly 20).")
+    check(0 < ev.crop_fraction <= 1, f"Config key 'evaluation.crop_fraction' is {ev.crop_fraction}; use a fraction in "
+                                     f"(0, 1]: 0.875 (resize to image_size / 0.875, centre crop) or 1.0 (the whole image).")
 
 
 def _check_model(cfg: Config, check: _Checks) -> Optional[dict]:

@@ -21,6 +21,9 @@ MAX_HIERARCHIES = 4  # level l pools 2^l x 2^l windows: 8x8 at most
 # Pixel normalisation (ImageNet statistics, as timm's and I-JEPA's transforms use).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Evaluation reads images resized to image_size / EVAL_CROP_FRACTION and centre-cropped (the
+# ImageNet convention, matching RandomResizedCrop training); 1.0 reads the whole image.
+EVAL_CROP_FRACTION = 0.875
 
 # Datasets by name, and the (bank, query) splits an evaluation of each one uses.
 EVAL_SPLITS = {

@@ -266,6 +266,8 @@ def test_keys_we_cannot_honour_say_what_to_use_instead(raw, words):
     ({"device": "tpu"}, "device", "auto, gpu, cpu"),
     ({"experiment": {"name": "a/b"}}, "experiment.name", "without slashes"),
     ({"evaluation": {"knn_k": 0}}, "evaluation.knn_k", "at least 1"),
+    ({"evaluation": {"crop_fraction": 0}}, "evaluation.crop_fraction", "(0, 1]"),
+    ({"evaluation": {"crop_fraction": 1.2}}, "evaluation.crop_fraction", "1.0 (the whole image)"),
     ({"checkpoint": {"keep_last_k": 0}}, "checkpoint.keep_last_k", "at least 1"),
 ])
 def test_bad_value_names_the_key_and_the_fix(raw, key, fix):

@@ -83,3 +83,60 @@ def test_cli_baselines_writes_all_three_side_by_side(tmp_path, capsys):
     assert alone["knn"] == result["baselines"]["random_init"]["knn"]
     out = capsys.readouterr().out
     assert "random init" in out and "raw pixels" in out
+
+
+# ---------------------------------------------------------------- the eval crop (evaluation.crop_fraction)
+
+def eval_pixels(dataset, n, transform):
+    images = np.stack([transform(dataset[i]["image"]) for i in range(n)])
+    return ((images / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).reshape(n, -1)
+
+
+def test_crop_fraction_1_reads_the_whole_image_and_every_reader_takes_the_datasets_own():
+    from mlx_hjepa.config import load_config
+    from mlx_hjepa.data import build_eval_datasets
+
+    def eval_sets(crop):
+        cfg = load_config({"data": {"dataset": "synthetic", "image_size": 32}, "model": {"patch_size": 8, "num_hierarchies": 1},
+                           "loss": {"hierarchy_weights": [1.0]},
+                           "evaluation": {"crop_fraction": crop}})
+        return build_eval_datasets(cfg)
+
+    whole, zoomed = eval_sets(1.0), eval_sets(0.875)
+    assert {d.transform.crop_fraction for d in whole} == {1.0}
+    assert {d.transform.crop_fraction for d in zoomed} == {0.875}
+    # pixel features (and so encoder features: same reader) go through the dataset's own eval transform
+    got_whole, _ = pixel_features(whole[1], 32, batch_size=4)
+    got_zoomed, _ = pixel_features(zoomed[1], 32, batch_size=4)
+    np.testing.assert_allclose(got_whole[:4], eval_pixels(whole[1], 4, JEPAEvalTransform(32, 1.0)), atol=1e-5)
+    np.testing.assert_allclose(got_zoomed[:4], eval_pixels(zoomed[1], 4, JEPAEvalTransform(32, 0.875)), atol=1e-5)
+    assert not np.allclose(got_zoomed[:4], got_whole[:4], atol=1e-2)
+    # a training split's augmentation is never used for features: it falls back to the default eval transform
+    train = build_dataset("synthetic", split="train", image_size=32)
+    first, _ = pixel_features(train, 32, batch_size=4)
+    second, _ = pixel_features(train, 32, batch_size=4)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_cli_crop_fraction_defaults_to_the_runs_and_is_recorded(tmp_path, capsys):
+    from helpers import hjepa
+    from mlx_hjepa.weights import save_model_checkpoint
+
+    model = hjepa(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_hierarchies=1)
+    run = tmp_path / "run"
+    save_model_checkpoint(model, run / "checkpoints" / "step_000001" / "model.safetensors")
+    (run / "checkpoints" / "latest.json").write_text(json.dumps({"checkpoint": "step_000001"}))
+    (run / "config.yaml").write_text("experiment:\n  seed: 0\nevaluation:\n  crop_fraction: 1.0\n")
+    args = [str(run), *SMALL_SYNTHETIC, "--protocol", "knn", "--baselines"]
+    assert main(args) == 0
+    whole = json.loads((run / "eval.json").read_text())
+    assert whole["crop_fraction"] == 1.0 and whole["image_size"] == 32
+    assert main([*args, "--crop-fraction", "0.875"]) == 0
+    zoomed = json.loads((run / "eval.json").read_text())
+    assert zoomed["crop_fraction"] == 0.875
+    # the pixel floor is read through the same crop as the encoder
+    assert whole["baselines"]["raw_pixels"]["knn"] != zoomed["baselines"]["raw_pixels"]["knn"]
+    capsys.readouterr()
+    assert main([*args, "--crop-fraction", "1.5"]) != 0
+    err = capsys.readouterr().err
+    assert "--crop-fraction is 1.5" in err and len(err.strip().splitlines()) == 1

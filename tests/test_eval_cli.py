@@ -26,7 +26,7 @@ def exported(tmp_path):
 
 
 def check_shape(result, protocols):
-    assert set(result) == {"dataset", "weights", *protocols}
+    assert set(result) == {"dataset", "weights", "image_size", "crop_fraction", *protocols}
     assert result["dataset"] == "synthetic" and isinstance(result["weights"], str)
     if "knn" in protocols:
         assert set(result["knn"]) == {"top1", "top5", "k", "temperature"}

@@ -164,7 +164,7 @@ def build_eval_datasets(cfg, dataset=None, data_path=None, split=None):
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(EVAL_SPLITS))}.")
     train_split, val_split = EVAL_SPLITS[name]
     path = data_path or path
-    transform = JEPAEvalTransform(cfg.data.image_size)
+    transform = JEPAEvalTransform(cfg.data.image_size, cfg.evaluation.crop_fraction)
     options = dict(source_options(cfg, name), class_list=class_list)
     return (build_dataset(name, data_path=path, split=train_split, transform=transform, **options),
             build_dataset(name, data_path=path, split=split or val_split, transform=transform, **options))

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import mlx.data as dx
 
-from ..rules import AUGMENTED_SPLITS, DEFAULT_IMAGE_SIZE
+from ..rules import AUGMENTED_SPLITS, DEFAULT_IMAGE_SIZE, EVAL_CROP_FRACTION
 
 IMAGE_KEY = "image"
 JITTER_KEY = "jitter"
@@ -174,7 +174,7 @@ def _jitter_sample(sample):
 class JEPAEvalTransform:
     """Evaluation transform: resize the shorter side to image_size / crop_fraction, then centre crop."""
 
-    def __init__(self, image_size=224, crop_fraction=0.875):
+    def __init__(self, image_size=224, crop_fraction=EVAL_CROP_FRACTION):
         if int(image_size) <= 0 or not 0 < crop_fraction <= 1:
             raise ValueError(f"need image_size > 0 and 0 < crop_fraction <= 1, got {image_size}, {crop_fraction}.")
         self.image_size = int(image_size)

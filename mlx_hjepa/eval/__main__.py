@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..data import build_dataset
+from ..data import JEPAEvalTransform, build_dataset
 from ..errors import add_debug_flag, run_command
-from ..rules import EVAL_SPLITS
+from ..rules import EVAL_CROP_FRACTION, EVAL_SPLITS
 from ..weights import write_json_atomic
 from .baselines import NAMES as BASELINES
 from .baselines import baseline_features
@@ -51,6 +51,9 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=None,
                         help="seed for --random-init and the probe (default: the run's experiment.seed, else 0)")
     parser.add_argument("--image-size", type=int, default=None, help="eval resolution (default: the encoder's)")
+    parser.add_argument("--crop-fraction", type=float, default=None,
+                        help="eval transform: resize to image size / this, then centre crop (default: the run's "
+                             "evaluation.crop_fraction, else 0.875; 1.0 reads the whole image)")
     parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
     parser.add_argument("--num-workers", type=int, default=4, help="data loading threads")
     parser.add_argument("--num-layers", type=int, default=1,
@@ -90,6 +93,15 @@ def parse_dataset_options(items):
     return options
 
 
+def eval_crop_fraction(given, training_config):
+    """--crop-fraction if given, else the run's evaluation.crop_fraction, else the default 0.875."""
+    if given is None:
+        given = ((training_config or {}).get("evaluation") or {}).get("crop_fraction", EVAL_CROP_FRACTION)
+    if not 0 < given <= 1:
+        raise ValueError(f"--crop-fraction is {given}; use a fraction in (0, 1], e.g. 0.875 or 1.0 (the whole image).")
+    return float(given)
+
+
 def output_dir(weights_arg, weights_file):
     source = Path(weights_arg)
     return source if source.is_dir() else Path(weights_file).parent
@@ -111,11 +123,13 @@ def run(args, console):
     out_file = Path(args.out) if args.out else out_dir / ("eval_random_init.json" if args.random_init else "eval.json")
     cache_dir = None if args.no_cache else Path(args.cache_dir or out_file.parent / "feature_cache")
 
+    crop_fraction = eval_crop_fraction(args.crop_fraction, training_config)
+    transform = JEPAEvalTransform(encoder.img_size, crop_fraction)
     train_split, test_split = EVAL_SPLITS[args.dataset]
     splits, datasets = {}, {}
     for split in (train_split, test_split):
         dataset = datasets[split] = build_dataset(args.dataset, args.data_path, split, image_size=encoder.img_size,
-                                                  **options)
+                                                  transform=transform, **options)
         with Progress(TextColumn(f"features {args.dataset}/{split}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeRemainingColumn(), console=console, transient=True) as bar:
             task = bar.add_task("", total=len(dataset))
@@ -126,7 +140,8 @@ def run(args, console):
     (_, train_y), (_, test_y) = splits[train_split], splits[test_split]
     num_classes = max(num_classes, int(max(train_y.max(), test_y.max())) + 1)
 
-    result = {"dataset": args.dataset, "weights": str(weights_file)}
+    result = {"dataset": args.dataset, "weights": str(weights_file), "image_size": encoder.img_size,
+              "crop_fraction": crop_fraction}
     result_protocols, details = evaluate_protocols(args, protocols, splits[train_split], splits[test_split], num_classes, seed)
     result.update(result_protocols)
     if args.baselines:

@@ -116,6 +116,15 @@ def cache_path(cache_dir, encoder, dataset, transform, num_layers):
 
 # ---------------------------------------------------------------- extraction
 
+def eval_transform_of(data, image_size):
+    """The transform evaluation reads `data` through: the dataset's own when it is an eval transform
+    (build_eval_datasets gives both splits the run's evaluation.crop_fraction), else the default
+    JEPAEvalTransform at `image_size` (a training split's augmentation is never used for features)."""
+    own = getattr(data, "transform", None)
+    return own if isinstance(own, JEPAEvalTransform) else JEPAEvalTransform(image_size)
+
+
+
 def _batches(data, batch_size, transform, num_workers):
     """(uint8 images, labels) batches from an ImageSource, an (images, labels) pair, or an iterable of batch dicts."""
     if isinstance(data, tuple):
@@ -142,8 +151,8 @@ def extract_features(encoder, data, batch_size=128, num_layers=1, transform=None
                      num_workers=2, progress=None):
     """(features float32 (N, D * num_layers), labels int32 (N,)) of `data` under a frozen `encoder`.
 
-    `data`: a dataset from `mlx_hjepa.data` (read in order through `transform`, by default
-    JEPAEvalTransform at the encoder's image size), an (images uint8 (N, H, W, 3), labels) pair,
+    `data`: a dataset from `mlx_hjepa.data` (read in order through `transform`, by default the
+    dataset's own JEPAEvalTransform, else JEPAEvalTransform at the encoder's image size), an (images uint8 (N, H, W, 3), labels) pair,
     or an iterable of {"image", "label"} batches. With `cache_dir`, a dataset's features are
     stored there and read back when the weights, dataset, transform and num_layers match.
     `progress`: an optional callable(done, total) called after each batch.
@@ -153,7 +162,7 @@ def extract_features(encoder, data, batch_size=128, num_layers=1, transform=None
     total = _num_samples(data)
     if total == 0:
         raise ValueError("The dataset split is empty; point --data-path at a dataset that has images in it.")
-    transform = transform or JEPAEvalTransform(encoder.img_size)
+    transform = transform or eval_transform_of(data, encoder.img_size)
     cache_file = None
     if cache_dir is not None and hasattr(data, "labels"):
         cache_file = cache_path(cache_dir, encoder, data, transform, num_layers)
