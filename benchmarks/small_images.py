@@ -2,6 +2,7 @@
 
     python benchmarks/small_images.py floor RUN_DIR [RUN_DIR ...]
     python benchmarks/small_images.py quick RUN_DIR [RUN_DIR ...]
+    python benchmarks/small_images.py readouts RUN_DIR [RUN_DIR ...]
     python benchmarks/small_images.py table RUN_DIR [RUN_DIR ...]
 
 floor: the position-only floor of each run's final target encoder: the loss a predictor
@@ -12,6 +13,13 @@ it means it learned only positions. Also the loss of predicting zero, and the fl
 same encoder at its random initialisation. Measured on 2,000 test images, level 0 and 1.
 
 quick: the study's fast k-NN (5,000-image bank, 1,000 test images), written to quick_eval.json.
+
+readouts: the full protocol (60,000-image bank, 10,000 test images, the run's eval crop) with
+other readouts of the same tokens, for the trained target encoder, the same encoder at its random
+initialisation and the raw pixels: the average of the final-normed tokens (the project's
+feature), the average of the last block's tokens before the final norm, the four 2x2 quadrant
+averages concatenated (rows and columns split at the middle: a coarse layout), each as is and
+centred by the bank's mean. Written to readouts.json.
 
 table: one markdown row per run from its run.json/config.yaml, metrics.jsonl (CPU time of
 training, final losses, effective rank, target std) and eval.json (written by
@@ -60,8 +68,8 @@ def final_metrics(run_dir):
     lines = [json.loads(line) for line in open(Path(run_dir) / "metrics.jsonl")]
     steps = [m for m in lines if "loss" in m and "event" not in m]
     tail = steps[-5:]
-    return {key: float(np.mean([m[key] for m in tail if key in m])) for key in
-            ("loss", "loss_level0", "loss_level1", "effective_rank", "target_std") if any(key in m for m in tail)}
+    keys = ("loss", *(f"loss_level{level}" for level in range(4)), "effective_rank", "target_std")
+    return {key: float(np.mean([m[key] for m in tail if key in m])) for key in keys if any(key in m for m in tail)}
 
 
 def floor(args):
@@ -111,11 +119,59 @@ def quick(args):
         (Path(run_dir) / "quick_eval.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
+def readouts(args):
+    """k-NN of each readout (see the module docstring) on the full protocol; readouts.json."""
+    from mlx_hjepa.data import JEPAEvalTransform, build_dataset
+    from mlx_hjepa.eval.features import eval_transform_of, load_eval_encoder, random_encoder_like
+    from mlx_hjepa.eval.knn import knn_classify
+    from mlx_hjepa.models import normalize_images
+
+    def tokens(encoder, dataset):
+        out, labels = {}, []
+        for start in range(0, len(dataset), 500):
+            batch = [dataset[i] for i in range(start, min(start + 500, len(dataset)))]
+            images = np.stack([dataset.transform(b["image"]) for b in batch])
+            x = normalize_images(mx.array(images))
+            labels.append(np.array([b["label"] for b in batch]))
+            if encoder is None:
+                feats = {"final_norm_avg": np.array(x).reshape(len(batch), -1)}
+            else:
+                normed, (last,) = encoder(x, return_layers=1)
+                g = encoder.grid_size[0]
+                grid, m = np.array(normed).reshape(len(batch), g, g, -1), (g + 1) // 2
+                halves = (slice(0, m), slice(m, g))
+                feats = {"final_norm_avg": np.array(normed.mean(axis=1)), "pre_norm_avg": np.array(last.mean(axis=1)),
+                         "quadrants_2x2": np.concatenate([grid[:, a, b].mean(axis=(1, 2)) for a in halves for b in halves], -1)}
+            for key, value in feats.items():
+                out.setdefault(key, []).append(value)
+        return {key: np.concatenate(value) for key, value in out.items()}, np.concatenate(labels)
+
+    for run_dir in args.runs:
+        encoder, _, config = load_eval_encoder(run_dir, "target")
+        crop = (config.get("evaluation") or {}).get("crop_fraction", JEPAEvalTransform().crop_fraction)
+        transform = JEPAEvalTransform(encoder.img_size, crop)
+        bank, queries = (build_dataset("fashion_mnist", args.data_path, split, image_size=encoder.img_size,
+                                       transform=transform) for split in ("train", "test"))
+        assert eval_transform_of(bank, encoder.img_size) is transform
+        result = {"run": str(run_dir), "crop_fraction": crop}
+        for name, e in (("trained", encoder), ("random_init", random_encoder_like(encoder, config["experiment"]["seed"])),
+                        ("raw_pixels", None)):
+            (a, a_y), (b, b_y) = tokens(e, bank), tokens(e, queries)
+            for kind in a:
+                for centred in (False, True):
+                    mean = a[kind].mean(axis=0, keepdims=True) if centred else 0
+                    key = f"{name}/{kind}{'/centred' if centred else ''}"
+                    result[key] = knn_classify(a[kind] - mean, a_y, b[kind] - mean, b_y, k=20, num_classes=10)["top1"]
+                    print(key, f"{100 * result[key]:.1f}", flush=True)
+        (Path(run_dir) / "readouts.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
 def table(args):
     """One markdown row per run from config.yaml, metrics.jsonl, quick_eval.json and floor.json
     (quick_eval.json may also hold train_cpu_s, the CPU seconds the training command took)."""
-    columns = ("run", "levels", "VICReg", "lr", "crop", "seed", "images seen", "train CPU s", "k-NN trained", "random init",
-               "raw pixels", "trained, last 4 blocks", "loss0 / floor0", "loss1 / floor1", "eff. rank", "target std")
+    columns = ("run", "levels", "targets", "VICReg", "lr", "crop", "seed", "images seen", "train CPU s", "k-NN trained",
+               "random init", "raw pixels", "trained, last 4 blocks", "loss0 / floor0", "loss1 / floor1",
+               "loss2 / floor2", "eff. rank", "target std")
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for run_dir in args.runs:
@@ -124,26 +180,27 @@ def table(args):
         quick_eval = json.loads((run_dir / "quick_eval.json").read_text())
         fl = json.loads((run_dir / "floor.json").read_text()) if (run_dir / "floor.json").is_file() else {}
         metrics = final_metrics(run_dir)
-        d, t = cfg["data"], cfg["training"]
+        d, t, m = cfg["data"], cfg["training"], cfg["masking"]
         pct = lambda key: f"{100 * quick_eval[key]:.1f}"
         ratio = lambda key: f"{fl[key]:.2f}" if key in fl else "-"
-        cells = (run_dir.name, cfg["model"]["num_hierarchies"], "on" if cfg["loss"]["use_vicreg"] else "off",
+        targets = f"{m['num_target_masks']} x {'-'.join(f'{v:g}' for v in m['mask_scale'])}"
+        cells = (run_dir.name, cfg["model"]["num_hierarchies"], targets, "on" if cfg["loss"]["use_vicreg"] else "off",
                  f"{t['lr']:g}", "-".join(f"{c:g}" for c in d["transforms"]["crop_scale"]), cfg["experiment"]["seed"],
                  f"{(d.get('samples_per_epoch') or 60000) * t['epochs']:,}",
                  f"{quick_eval['train_cpu_s']:.0f}" if "train_cpu_s" in quick_eval else "-", pct("trained_knn"),
                  pct("random_init_knn"), pct("raw_pixels_knn"), pct("trained_knn_last4"),
-                 ratio("loss_over_floor_level0"), ratio("loss_over_floor_level1"),
+                 ratio("loss_over_floor_level0"), ratio("loss_over_floor_level1"), ratio("loss_over_floor_level2"),
                  f"{metrics['effective_rank']:.1f}", f"{metrics['target_std']:.3f}")
         print("| " + " | ".join(map(str, cells)) + " |")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=("floor", "quick", "table"))
+    parser.add_argument("command", choices=("floor", "quick", "readouts", "table"))
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--data-path", default=FASHION_MNIST)
     args = parser.parse_args(argv)
-    {"floor": floor, "quick": quick, "table": table}[args.command](args)
+    {"floor": floor, "quick": quick, "readouts": readouts, "table": table}[args.command](args)
     return 0
 
 
