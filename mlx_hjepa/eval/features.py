@@ -124,7 +124,6 @@ def eval_transform_of(data, image_size):
     return own if isinstance(own, JEPAEvalTransform) else JEPAEvalTransform(image_size)
 
 
-
 def _batches(data, batch_size, transform, num_workers):
     """(uint8 images, labels) batches from an ImageSource, an (images, labels) pair, or an iterable of batch dicts."""
     if isinstance(data, tuple):
