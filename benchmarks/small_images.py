@@ -122,7 +122,7 @@ def quick(args):
 def readouts(args):
     """k-NN of each readout (see the module docstring) on the full protocol; readouts.json."""
     from mlx_hjepa.data import JEPAEvalTransform, build_dataset
-    from mlx_hjepa.eval.features import eval_transform_of, load_eval_encoder, random_encoder_like
+    from mlx_hjepa.eval.features import load_eval_encoder, random_encoder_like
     from mlx_hjepa.eval.knn import knn_classify
     from mlx_hjepa.models import normalize_images
 
@@ -152,7 +152,6 @@ def readouts(args):
         transform = JEPAEvalTransform(encoder.img_size, crop)
         bank, queries = (build_dataset("fashion_mnist", args.data_path, split, image_size=encoder.img_size,
                                        transform=transform) for split in ("train", "test"))
-        assert eval_transform_of(bank, encoder.img_size) is transform
         result = {"run": str(run_dir), "crop_fraction": crop}
         for name, e in (("trained", encoder), ("random_init", random_encoder_like(encoder, config["experiment"]["seed"])),
                         ("raw_pixels", None)):
