@@ -74,7 +74,7 @@ def final_metrics(run_dir):
 
 def floor(args):
     from mlx_hjepa.data.idx import load_idx
-    from mlx_hjepa.eval.features import load_eval_encoder, random_encoder_like
+    from mlx_hjepa.eval.features import load_eval_encoder, random_encoder_like, training_crop_fraction
 
     images = load_idx("fashion_mnist", args.data_path, "test")[0][:2000]
     for run_dir in args.runs:
@@ -148,7 +148,7 @@ def readouts(args):
 
     for run_dir in args.runs:
         encoder, _, config = load_eval_encoder(run_dir, "target")
-        crop = (config.get("evaluation") or {}).get("crop_fraction", JEPAEvalTransform().crop_fraction)
+        crop = training_crop_fraction(config)
         transform = JEPAEvalTransform(encoder.img_size, crop)
         bank, queries = (build_dataset("fashion_mnist", args.data_path, split, image_size=encoder.img_size,
                                        transform=transform) for split in ("train", "test"))

@@ -23,11 +23,12 @@ from rich.table import Table
 
 from ..data import JEPAEvalTransform, build_dataset
 from ..errors import add_debug_flag, run_command
-from ..rules import EVAL_CROP_FRACTION, EVAL_SPLITS
+from ..rules import EVAL_SPLITS
 from ..weights import write_json_atomic
 from .baselines import NAMES as BASELINES
 from .baselines import baseline_features
-from .features import extract_features, load_eval_encoder, random_encoder_like, training_seed, with_image_size
+from .features import (extract_features, load_eval_encoder, random_encoder_like, training_crop_fraction, training_seed,
+                       with_image_size)
 from .knn import WEIGHTINGS, knn_classify
 from .linear_probe import linear_probe
 
@@ -96,7 +97,7 @@ def parse_dataset_options(items):
 def eval_crop_fraction(given, training_config):
     """--crop-fraction if given, else the run's evaluation.crop_fraction, else the default 0.875."""
     if given is None:
-        given = ((training_config or {}).get("evaluation") or {}).get("crop_fraction", EVAL_CROP_FRACTION)
+        given = training_crop_fraction(training_config)
     if not 0 < given <= 1:
         raise ValueError(f"--crop-fraction is {given}; use a fraction in (0, 1], e.g. 0.875 or 1.0 (the whole image).")
     return float(given)

@@ -21,6 +21,7 @@ from mlx.utils import tree_flatten
 
 from ..data import JEPAEvalTransform, build_dataloader
 from ..models import VisionTransformer, normalize_images
+from ..rules import EVAL_CROP_FRACTION
 from ..rundir import resolve_weights, training_config_of
 from ..weights import load_encoder_file, read_safetensors, save_safetensors
 
@@ -46,6 +47,12 @@ def training_seed(training_config, default=0):
     """The run's experiment.seed (the seed its encoder was initialised from), else `default`."""
     experiment = (training_config or {}).get("experiment") or {}
     return int(experiment.get("seed", (training_config or {}).get("seed", default)))
+
+
+def training_crop_fraction(training_config, default=EVAL_CROP_FRACTION):
+    """The run's evaluation.crop_fraction (the eval crop its own k-NN used), else `default`."""
+    evaluation = (training_config or {}).get("evaluation") or {}
+    return float(evaluation.get("crop_fraction", default))
 
 
 def random_encoder_like(encoder, seed=0):
