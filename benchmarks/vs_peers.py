@@ -13,7 +13,9 @@ Peers, each built from its own repository's classes the way its training script 
   ijepa6  the same I-JEPA with mlx-hjepa's predictor size (6 deep, min(384, width) wide).
 mlx-hjepa runs its default config (python -m mlx_hjepa.train's step: TrainStep from
 HJEPA.from_config) at the same encoder, image size, batch and predictor (6 x min(384, width));
-`--systems mlx,mlx_gelu,...` adds it with model.activation: gelu (exact GELU, the old default).
+`--systems mlx,mlx_gelu,...` adds it with model.activation: gelu (exact GELU, the old default), and
+`mlx_ijm` at the mask sizes I-JEPA's collator actually draws (its context block is never the full
+grid; min_keep 3 at 96 px), so that it and ijepa6 do about the same FLOPs: the like-for-like pair.
 
 Workarounds live here, not in the peers' code: I-JEPA's MaskCollator loops forever at 96 px
 with min_keep 10 (3 is used there); I-JEPA wraps its models in DistributedDataParallel
@@ -51,8 +53,15 @@ ROWS = {"tiny96": ("ViT-Ti/16 @96", "vit_tiny", 192, 96), "small224": ("ViT-S/16
 STEPS = {"tiny96": (3, 8), "small224": (1, 2)}  # (warmup, timed) steps per process
 # 3 levels where the config allows them: on a 6x6 grid a target block never holds a 4x4 window
 LEVELS = {"tiny96": ["model.num_hierarchies=2", "loss.hierarchy_weights=[1.0,0.5]"], "small224": []}
-SYSTEMS = ("mlx", "mlx_gelu", "hjepa", "ijepa", "ijepa6")
+# I-JEPA's collator draws its context block with h < H and w < W (a 5x5 block on a 6x6 grid, 13x13 on
+# 14x14, whatever the 0.85-1.0 scale says) and runs at min_keep 3 at 96 px (see above): mlx_ijm is
+# mlx-hjepa at those effective settings, so the two see about the same token counts (GFLOP/img within
+# a few per cent: Kc 5.3 vs 6.2 at 96 px, 49 vs 56 at 224 px; ours rounds Kc down to a bucket).
+IJEPA_MASKS = {"tiny96": ["masking.min_keep=3", "masking.context_scale=[0.69,0.7]"],
+               "small224": ["masking.context_scale=[0.86,0.87]"]}
+SYSTEMS = ("mlx", "mlx_gelu", "mlx_ijm", "hjepa", "ijepa", "ijepa6")
 LABELS = {"mlx": "mlx-hjepa (default config)", "mlx_gelu": "mlx-hjepa, model.activation: gelu (exact)",
+          "mlx_ijm": "mlx-hjepa at I-JEPA's effective mask sizes",
           "hjepa": "PyTorch H-JEPA (its trainer, 3 levels)",
           "ijepa": "FAIR I-JEPA (released: predictor 12x384)", "ijepa6": "FAIR I-JEPA, predictor 6 x min(384, width)"}
 
@@ -251,6 +260,7 @@ def run_worker(args):
     warmup, steps = args.warmup or STEPS[row][0], args.steps or STEPS[row][1]
     fn = {"mlx": worker_mlx, "hjepa": worker_hjepa, "ijepa": worker_ijepa,
           "mlx_gelu": lambda *a: worker_mlx(*a, overrides=["model.activation=gelu"]),
+          "mlx_ijm": lambda *a: worker_mlx(*a, overrides=IJEPA_MASKS[row]),
           "ijepa6": lambda *a: worker_ijepa(*a, pred_depth=6, pred_dim=min(384, ROWS[row][2]))}[system]
     out = fn(row, args.batch, warmup, steps, args.path)
     out.update(img_s=args.batch * steps / out["seconds"], cpu_ms_per_img=1e3 * out["cpu_seconds"] / (args.batch * steps),
@@ -311,9 +321,8 @@ def main():
     if args.worker:
         return run_worker(args)
 
-    paths = {"mlx": None, "mlx_gelu": None, "hjepa": args.hjepa, "ijepa": args.ijepa, "ijepa6": args.ijepa}
-    systems = args.systems.split(",") if args.systems else [s for s in SYSTEMS if s == "mlx" or paths[s]
-                                                             and s != "mlx_gelu"]
+    paths = {"mlx": None, "mlx_gelu": None, "mlx_ijm": None, "hjepa": args.hjepa, "ijepa": args.ijepa, "ijepa6": args.ijepa}
+    systems = args.systems.split(",") if args.systems else [s for s in SYSTEMS if s == "mlx" or paths[s]]
     rows = args.rows.split(",")
     bad = [s for s in systems if s not in SYSTEMS] + [r for r in rows if r not in ROWS]
     if bad:
@@ -335,7 +344,7 @@ def main():
 
 
 def report(results, rows, systems, args, load_before, load_after):
-    any_mlx = next(v for (_, s), v in results.items() if s == "mlx")[0]
+    any_mlx = next(v for (_, s), v in results.items() if s.startswith("mlx"))[0]
     torch_v = next((v[0]["versions"]["torch"] for (_, s), v in results.items() if not s.startswith("mlx")), None)
     print(f"\nFull training step, fp32, batch {args.batch}, {args.threads} threads each, {args.rounds} interleaved "
           "rounds, one process per run")
@@ -362,17 +371,17 @@ def report(results, rows, systems, args, load_before, load_after):
     for t in table:
         print(line(t))
     print()
+    mine = [s for s in systems if s.startswith("mlx")]
+    peers = [s for s in systems if not s.startswith("mlx")]
     for row in rows:
-        if "mlx" not in systems:
-            break
-        for s in systems:
-            if s == "mlx":
-                continue
-            ratios = [a["img_s"] / b["img_s"] for a, b in zip(results[(row, "mlx")], results[(row, s)])]
-            by_cpu = statistics.median(b["cpu_ms_per_img"] / a["cpu_ms_per_img"]
-                                       for a, b in zip(results[(row, "mlx")], results[(row, s)]))
-            print(f"{ROWS[row][0]}: ratio mlx-hjepa/{s}: {statistics.median(ratios):.2f} (median of per-round "
-                  f"ratios; range {min(ratios):.2f}-{max(ratios):.2f}; by CPU time per image: {by_cpu:.2f})")
+        for m in mine:
+            for s in peers:
+                ratios = [a["img_s"] / b["img_s"] for a, b in zip(results[(row, m)], results[(row, s)])]
+                by_cpu = statistics.median(b["cpu_ms_per_img"] / a["cpu_ms_per_img"]
+                                           for a, b in zip(results[(row, m)], results[(row, s)]))
+                name = "mlx-hjepa" if m == "mlx" else m
+                print(f"{ROWS[row][0]}: ratio {name}/{s}: {statistics.median(ratios):.2f} (median of per-round "
+                      f"ratios; range {min(ratios):.2f}-{max(ratios):.2f}; by CPU time per image: {by_cpu:.2f})")
 
 
 if __name__ == "__main__":
