@@ -28,7 +28,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from .masks import MultiBlockMaskSampler
-from .rules import (ACTIVATIONS, DATASET_NAMES, DEFAULT_DATASET_WEIGHT, EVAL_CROP_FRACTION, FOLDER_DATASETS, LOSS_SPELLINGS,
+from .rules import (ACTIVATIONS, DATASET_NAMES, DEFAULT_DATASET_WEIGHT, EVAL_CROP_FRACTION, FOLDER_DATASETS, LEVEL_TARGETS, LOSS_SPELLINGS,
                     MAX_HIERARCHIES, PATCH_SIZES, SAMPLING_STRATEGIES, SPLITS, WEIGHTED_STRATEGIES, encoder_config,
                     weights_problem)
 
@@ -169,6 +169,7 @@ class LossConfig:
     type: str = "smooth_l1"
     hierarchy_weights: Optional[list[float]] = None  # None: 1, 1/2, 1/4, ... one per level
     normalize_embeddings: bool = False
+    level_target: str = "norm_of_mean"  # rules.LEVEL_TARGETS: how levels >= 1 pool their targets
     use_vicreg: bool = False
     vicreg: VICRegConfig = field(default_factory=VICRegConfig)
 
@@ -943,6 +944,7 @@ def _check_training(cfg: Config, check: _Checks) -> None:
 def _check_loss(cfg: Config, check: _Checks) -> None:
     lo, levels = cfg.loss, cfg.model.num_hierarchies
     lo.type = check.choice("loss.type", lo.type, LOSS_SPELLINGS)
+    lo.level_target = check.choice("loss.level_target", lo.level_target, LEVEL_TARGETS)
     if lo.hierarchy_weights is None and 1 <= levels <= MAX_HIERARCHIES:
         lo.hierarchy_weights = [0.5**level for level in range(levels)]
     if lo.hierarchy_weights is not None:

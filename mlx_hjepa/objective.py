@@ -2,7 +2,8 @@
 
 Level l compares windows of 2^l x 2^l patches. Targets: the target encoder's tokens,
 average-pooled over each window (edge windows over the patches they have), then
-layer-normed; level 0 is exactly I-JEPA's layer-normed token target. Predictions: the
+layer-normed (`loss.level_target: mean_of_norm` averages the layer-normed tokens instead);
+level 0 is exactly I-JEPA's layer-normed token target. Predictions: the
 predictor's tokens averaged over the same windows (only windows lying wholly inside a
 target block, as listed by the mask sampler), then that level's head.
 """
@@ -12,7 +13,7 @@ import math
 import mlx.core as mx
 import numpy as np
 
-from .rules import LOSS_TYPES
+from .rules import LEVEL_TARGETS, LOSS_TYPES
 
 
 def layer_norm(x):
@@ -58,11 +59,17 @@ def gather_tokens(tokens, indices):
     return out.reshape(*indices.shape, D)
 
 
-def level_targets(target_tokens, masks, grid, level):
-    """Layer-normed, pooled targets for level `level`: (B, M, Kt, D) at level 0, (B, M, W_l, D) above."""
+def level_targets(target_tokens, masks, grid, level, definition="norm_of_mean"):
+    """Layer-normed, pooled targets for level `level`: (B, M, Kt, D) at level 0, (B, M, W_l, D) above.
+    definition (rules.LEVEL_TARGETS): "norm_of_mean" layer-norms each window's mean token;
+    "mean_of_norm" averages the window's layer-normed tokens (the level-0 targets)."""
     if level == 0:
         return gather_tokens(layer_norm(target_tokens), masks["targets"])
-    pooled = layer_norm(pool_grid(target_tokens, grid, 2 ** level))
+    if definition not in LEVEL_TARGETS:
+        raise ValueError(f"Unknown level target '{definition}'; choose from {LEVEL_TARGETS}.")
+    s = 2 ** level
+    pooled = (layer_norm(pool_grid(target_tokens, grid, s)) if definition == "norm_of_mean"
+              else pool_grid(layer_norm(target_tokens), grid, s))
     return gather_tokens(pooled, masks[f"win_idx_{level}"])
 
 
@@ -83,18 +90,18 @@ def l2_normalize(x, eps=1e-6):
 
 
 def hierarchical_loss(predictions, target_tokens, masks, heads, grid, weights, loss_type="smooth_l1",
-                      normalize=False):
+                      normalize=False, level_target="norm_of_mean"):
     """Weighted sum over levels of the per-image mean loss over positions, averaged over
     images. Returns (total, [loss per level]).
 
     normalize=True L2-normalises every prediction and target vector before the loss
-    (the `loss.normalize_embeddings` key)."""
+    (the `loss.normalize_embeddings` key); level_target is `loss.level_target` (level_targets)."""
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"Unknown loss type '{loss_type}'; choose from {LOSS_TYPES}.")
     total, per_level = 0.0, []
     for level, (head, weight) in enumerate(zip(heads, weights)):
         pred = head(level_predictions(predictions, masks, level))
-        target = level_targets(target_tokens, masks, grid, level).astype(pred.dtype)
+        target = level_targets(target_tokens, masks, grid, level, level_target).astype(pred.dtype)
         if normalize:
             pred, target = l2_normalize(pred), l2_normalize(target)
         per_position = elementwise_loss(pred, target, loss_type).mean(axis=-1).astype(mx.float32)

@@ -81,6 +81,10 @@ def weights_problem(strategy, weights):
 # Loss and activation names the code implements; LOSS_SPELLINGS maps what configs may say.
 LOSS_TYPES = ("smooth_l1", "mse")
 LOSS_SPELLINGS = {"smooth_l1": "smooth_l1", "smoothl1": "smooth_l1", "huber": "smooth_l1", "mse": "mse", "l2": "mse"}
+# How a coarser level's target is pooled: norm_of_mean layer-norms the window's mean token (the
+# default); mean_of_norm averages the layer-normed tokens, the same operation the prediction side
+# applies to the predictor's per-token outputs, so a perfect level-0 prediction is perfect at every level.
+LEVEL_TARGETS = ("norm_of_mean", "mean_of_norm")
 ACTIVATIONS = ("auto", "gelu", "fast_gelu")  # auto: fast_gelu on the CPU backend, exact gelu on a GPU
 
 _MODEL_NAME = re.compile(r"(vit_[a-z]+?)(?:_patch(\d+))?(?:_(\d+))?")

@@ -262,6 +262,7 @@ def test_keys_we_cannot_honour_say_what_to_use_instead(raw, words):
     ({"model": {"predictor": {"embed_dim": 100}}}, "model.predictor.embed_dim", "divisible"),
     ({"model": {"target_encoder": {"ema_decay": 0.999, "ema_end_decay": 0.99}}}, "model.target_encoder.ema_decay", "ema_decay <= ema_end_decay"),
     ({"loss": {"type": "cosine"}}, "loss.type", "smooth_l1"),
+    ({"loss": {"level_target": "mean_of_norms"}}, "loss.level_target", "did you mean 'mean_of_norm'"),
     ({"training": {"lr_schedule": "step"}}, "training.lr_schedule", "valid values are cosine, linear, constant"),
     ({"device": "tpu"}, "device", "auto, gpu, cpu"),
     ({"experiment": {"name": "a/b"}}, "experiment.name", "without slashes"),

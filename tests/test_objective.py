@@ -118,3 +118,28 @@ def test_batch_loss_is_the_mean_of_its_halves_loss():
     whole = loss(slice(0, 8)).item()
     halves = (loss(slice(0, 8, 2)).item() + loss(slice(1, 8, 2)).item()) / 2
     assert whole == pytest.approx(halves, rel=1e-6)
+
+
+@pytest.mark.parametrize("definition,perfect_at_level1", [("mean_of_norm", True), ("norm_of_mean", False)])
+def test_level_target_definitions(definition, perfect_at_level1):
+    """mean_of_norm pools the layer-normed tokens, as the prediction side pools the predictor's
+    tokens: predicting every level-0 target exactly then gives level 1 zero loss too (identity
+    head). norm_of_mean layer-norms the pooled raw tokens, which differs from that pool."""
+    grid = (4, 4)
+    top, left, h, w = 0, 0, 4, 4
+    targets = np.array([[[(top + i) * 4 + left + j for i in range(h) for j in range(w)]]], dtype=np.int32)
+    windows = block_windows(np.array([[top]]), np.array([[left]]), h, w, grid, 1)
+    masks = {k: mx.array(v) for k, v in {"targets": targets, **{f"{k}_1": v for k, v in windows.items()}}.items()}
+    rng = np.random.default_rng(3)
+    tokens = rng.normal(size=(1, 16, 8)).astype(np.float32) * rng.uniform(0.5, 3.0, size=(1, 16, 1)).astype(np.float32)
+    perfect = level_targets(mx.array(tokens), masks, grid, 0)  # (1, 1, 16, D): every level-0 target
+    _, (l0, l1) = hierarchical_loss(perfect, mx.array(tokens), masks, [nn.Identity()] * 2, grid, (1.0, 1.0), "mse",
+                                    level_target=definition)
+    assert l0.item() < 1e-10
+    assert (l1.item() < 1e-10) == perfect_at_level1
+    by_hand = hand_pool(np_layer_norm(tokens[0]).reshape(4, 4, 8), 2) if definition == "mean_of_norm" else \
+        np_layer_norm(hand_pool(tokens[0].reshape(4, 4, 8), 2))
+    got = np.array(level_targets(mx.array(tokens), masks, grid, 1, definition))[0, 0]
+    np.testing.assert_allclose(got, by_hand.reshape(4, 8), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="mean_of_norm"):
+        level_targets(mx.array(tokens), masks, grid, 1, "mean")

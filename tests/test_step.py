@@ -144,3 +144,16 @@ def test_vicreg_terms_are_returned_unweighted_from_the_compiled_step():
     assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
     regularised(images, masks)  # same shapes: no new trace, and the state is still captured
     assert regularised.trace_count == 1 and regularised.step == 2
+
+
+def test_level_target_key_reaches_the_compiled_step():
+    """loss.level_target goes from the config to the step and changes only the coarser levels' loss."""
+    from mlx_hjepa.config import load_config
+    from mlx_hjepa.train.step import StepOptions
+
+    cfg = load_config({"data": {"dataset": "synthetic"}, "loss": {"level_target": "mean_of_norm"}})
+    assert StepOptions.from_config(cfg).level_target == "mean_of_norm"
+    default, matched = tiny_step(tiny_hjepa()), tiny_step(tiny_hjepa(), level_target="mean_of_norm")
+    images, masks = tiny_batch(default.model)
+    a, b = np.array(default(images, masks)["level_losses"]), np.array(matched(images, masks)["level_losses"])
+    assert a[0] == pytest.approx(b[0], rel=1e-6) and abs(a[1] - b[1]) > 1e-4 * abs(a[1])

@@ -25,6 +25,7 @@ class StepOptions:
     hierarchy_weights: tuple = (1.0, 0.5, 0.25)
     loss_type: str = "smooth_l1"
     normalize_embeddings: bool = False  # L2-normalise predictions and targets before the loss
+    level_target: str = "norm_of_mean"  # rules.LEVEL_TARGETS
     variance_weight: float = 0.0  # VICReg variance term on pooled context features (0 = off)
     covariance_weight: float = 0.0
     clip_grad: float = 0.0  # global-norm clip; 0 = off
@@ -38,7 +39,8 @@ class StepOptions:
         t = cfg.training
         variance, covariance = C.vicreg_weights(cfg)
         return cls(hierarchy_weights=tuple(cfg.loss.hierarchy_weights), loss_type=cfg.loss.type,
-                   normalize_embeddings=cfg.loss.normalize_embeddings, variance_weight=variance,
+                   normalize_embeddings=cfg.loss.normalize_embeddings, level_target=cfg.loss.level_target,
+                   variance_weight=variance,
                    covariance_weight=covariance, clip_grad=t.clip_grad or 0.0, accumulation_steps=t.accumulation_steps,
                    bf16=t.use_amp, betas=tuple(t.betas))
 
@@ -86,7 +88,8 @@ class TrainStep:
         context = model.encoder(x, masks["context"])
         predictions = model.predictor(context, masks["context"], masks["targets"])
         loss, per_level = hierarchical_loss(predictions, target_tokens, masks, model.heads, model.grid_size,
-                                            opts.hierarchy_weights, opts.loss_type, opts.normalize_embeddings)
+                                            opts.hierarchy_weights, opts.loss_type, opts.normalize_embeddings,
+                                            opts.level_target)
         terms = {}  # VICReg's terms, unweighted, for the logs
         if opts.variance_weight or opts.covariance_weight:
             variance, covariance = variance_covariance(context.mean(axis=1))
