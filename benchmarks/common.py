@@ -1,10 +1,14 @@
 """Shared bits for benchmark scripts: machine/version header and markdown tables."""
 
 import mlx_hjepa  # noqa: F401  (fast BLAS before mlx.core)
+from mlx_hjepa import _malloc
 from mlx_hjepa import config as C
 from mlx_hjepa import info
 from mlx_hjepa.models import HJEPA
 from mlx_hjepa.rules import PRESETS
+
+
+_malloc.keep_freed_memory()  # as the train/eval commands do, so benchmarks time what they run
 
 
 def header():

@@ -33,12 +33,14 @@ def main(argv=None):
     ap.add_argument("--set", action="append", default=[], help="extra config overrides, KEY=VALUE")
     args = ap.parse_args(argv)
 
+    from mlx_hjepa._malloc import keep_freed_memory
     from mlx_hjepa.config import load_config, model_config
     from mlx_hjepa.masks import MultiBlockMaskSampler
     from mlx_hjepa.models import HJEPA
     from mlx_hjepa.train.schedules import Schedules
     from mlx_hjepa.train.step import StepOptions, TrainStep
 
+    keep_freed_memory()  # as python -m mlx_hjepa.train does (MLX_HJEPA_NO_MALLOPT=1 to compare)
     _, name, dim, size = ROWS[args.row]
     overrides = [f"model.encoder_type={name}", f"data.image_size={size}", f"data.batch_size={args.batch}",
                  f"model.predictor.embed_dim={min(384, dim)}", "model.predictor.depth=6", "data.dataset=synthetic"]

@@ -15,7 +15,8 @@ mlx-hjepa runs its default config (python -m mlx_hjepa.train's step: TrainStep f
 HJEPA.from_config) at the same encoder, image size, batch and predictor (6 x min(384, width));
 `--systems mlx,mlx_gelu,...` adds it with model.activation: gelu (exact GELU, the old default), and
 `mlx_ijm` at the mask sizes I-JEPA's collator actually draws (its context block is never the full
-grid; min_keep 3 at 96 px), so that it and ijepa6 do about the same FLOPs: the like-for-like pair.
+grid; min_keep 3 at 96 px), so that it and ijepa6 do about the same FLOPs: the like-for-like pair; `mlx_nomallopt` without
+the allocator setting the train/eval commands apply (mlx_hjepa/_malloc.py).
 
 Workarounds live here, not in the peers' code: I-JEPA's MaskCollator loops forever at 96 px
 with min_keep 10 (3 is used there); I-JEPA wraps its models in DistributedDataParallel
@@ -59,9 +60,10 @@ LEVELS = {"tiny96": ["model.num_hierarchies=2", "loss.hierarchy_weights=[1.0,0.5
 # a few per cent: Kc 5.3 vs 6.2 at 96 px, 49 vs 56 at 224 px; ours rounds Kc down to a bucket).
 IJEPA_MASKS = {"tiny96": ["masking.min_keep=3", "masking.context_scale=[0.69,0.7]"],
                "small224": ["masking.context_scale=[0.86,0.87]"]}
-SYSTEMS = ("mlx", "mlx_gelu", "mlx_ijm", "hjepa", "ijepa", "ijepa6")
+SYSTEMS = ("mlx", "mlx_gelu", "mlx_ijm", "mlx_nomallopt", "hjepa", "ijepa", "ijepa6")
 LABELS = {"mlx": "mlx-hjepa (default config)", "mlx_gelu": "mlx-hjepa, model.activation: gelu (exact)",
           "mlx_ijm": "mlx-hjepa at I-JEPA's effective mask sizes",
+          "mlx_nomallopt": "mlx-hjepa, MLX_HJEPA_NO_MALLOPT=1 (freed memory back to the kernel)",
           "hjepa": "PyTorch H-JEPA (its trainer, 3 levels)",
           "ijepa": "FAIR I-JEPA (released: predictor 12x384)", "ijepa6": "FAIR I-JEPA, predictor 6 x min(384, width)"}
 
@@ -74,6 +76,8 @@ def peak_rss_gib():
 def worker_mlx(row, batch, warmup, steps, _path, overrides=()):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import mlx_hjepa  # noqa: F401  (fast BLAS before mlx.core)
+    from mlx_hjepa._malloc import keep_freed_memory
+    keep_freed_memory()  # as python -m mlx_hjepa.train does (MLX_HJEPA_NO_MALLOPT=1: mlx_nomallopt)
     import mlx.core as mx
     import numpy as np
 
@@ -261,6 +265,7 @@ def run_worker(args):
     fn = {"mlx": worker_mlx, "hjepa": worker_hjepa, "ijepa": worker_ijepa,
           "mlx_gelu": lambda *a: worker_mlx(*a, overrides=["model.activation=gelu"]),
           "mlx_ijm": lambda *a: worker_mlx(*a, overrides=IJEPA_MASKS[row]),
+          "mlx_nomallopt": worker_mlx,  # launched with MLX_HJEPA_NO_MALLOPT=1
           "ijepa6": lambda *a: worker_ijepa(*a, pred_depth=6, pred_dim=min(384, ROWS[row][2]))}[system]
     out = fn(row, args.batch, warmup, steps, args.path)
     out.update(img_s=args.batch * steps / out["seconds"], cpu_ms_per_img=1e3 * out["cpu_seconds"] / (args.batch * steps),
@@ -281,6 +286,8 @@ def launch(system, row, args, path):
     python = sys.executable if system.startswith("mlx") else args.torch_python
     env = dict(os.environ, **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                               "MKL_NUM_THREADS")})
+    if system == "mlx_nomallopt":
+        env["MLX_HJEPA_NO_MALLOPT"] = "1"
     cmd = [python, str(Path(__file__).resolve()), "--worker", system, "--row", row, "--batch", str(args.batch),
            "--path", path or ""]
     cmd += ["--steps", str(args.steps)] if args.steps else []
@@ -321,7 +328,7 @@ def main():
     if args.worker:
         return run_worker(args)
 
-    paths = {"mlx": None, "mlx_gelu": None, "mlx_ijm": None, "hjepa": args.hjepa, "ijepa": args.ijepa, "ijepa6": args.ijepa}
+    paths = {"mlx": None, "mlx_gelu": None, "mlx_ijm": None, "mlx_nomallopt": None, "hjepa": args.hjepa, "ijepa": args.ijepa, "ijepa6": args.ijepa}
     systems = args.systems.split(",") if args.systems else [s for s in SYSTEMS if s == "mlx" or paths[s]]
     rows = args.rows.split(",")
     bad = [s for s in systems if s not in SYSTEMS] + [r for r in rows if r not in ROWS]

@@ -14,7 +14,7 @@ import sys
 import time
 from importlib import metadata
 
-from . import __version__, _blas  # the package import has already preloaded the BLAS
+from . import __version__, _blas, _malloc  # the package import has already preloaded the BLAS
 from .devices import backend_packages, pick_device, unused_gpu_hint
 
 import mlx.core as mx  # noqa: E402
@@ -110,6 +110,7 @@ def collect(measure: bool = True) -> dict:
         "backend_packages": backend_packages(),
         "blas": blas_report(measure),
         "compile": jit_compiler(),
+        "cpu_memory": _malloc.planned(),
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS") if k in os.environ},
     }
 
@@ -134,6 +135,11 @@ def format_report(info: dict) -> str:
         lines.append(f"mx.compile cpu  JIT via {compile_['path']}")
     else:
         lines.append(f"mx.compile cpu  no {compile_['compiler']} on PATH: compiled functions run unfused on the CPU")
+    memory = {"apply": f"train, eval and report keep freed buffers for reuse (glibc mallopt; {_malloc.DISABLE_ENV}=1 "
+                        "turns it off)",
+              "disabled": f"freed buffers go back to the kernel ({_malloc.DISABLE_ENV} is set)",
+              "unsupported": "the platform's allocator as is (the glibc setting does not apply here)"}
+    lines.append(f"cpu memory      {memory[info['cpu_memory']]}")
     if len(info["backend_packages"]) > 1:
         lines.append(f"mlx backends    {', '.join(info['backend_packages'])} are all installed and share "
                      f"mlx/lib/libmlx.so: the last installed is the one running ({info['backend']})")
