@@ -12,7 +12,8 @@ training loss far below the floor means the predictor reads the context; a loss 
 it means it learned only positions. Also the loss of predicting zero, and the floor of the
 same encoder at its random initialisation. Measured on 2,000 test images, level 0 and 1.
 
-quick: the study's fast k-NN (5,000-image bank, 1,000 test images), written to quick_eval.json.
+quick: the study's fast k-NN (5,000-image bank, 1,000 test images) and a linear probe on the same
+split (trained on the 5,000 bank images, 20 epochs), written to quick_eval.json.
 
 readouts: the full protocol (60,000-image bank, 10,000 test images, the run's eval crop) with
 other readouts of the same tokens, for the trained target encoder, the same encoder at its random
@@ -94,11 +95,14 @@ def floor(args):
 def quick(args):
     """k-NN on a fixed subset (first 5,000 train images as the bank, first 1,000 test images),
     28 px as stored (no resize or crop): the trained target encoder (last block, and the last 4
-    blocks concatenated), the same encoder at its random initialisation, and the raw pixels."""
+    blocks concatenated), the same encoder at its random initialisation, and the raw pixels; and the
+    linear probe (eval.linear_probe, 20 epochs, seed 0) of the last block's features of each, trained
+    on the bank and scored on the same 1,000 test images."""
     from mlx_hjepa.data.idx import load_idx
     from mlx_hjepa.eval.baselines import pixel_features
     from mlx_hjepa.eval.features import extract_features, load_eval_encoder, random_encoder_like
     from mlx_hjepa.eval.knn import knn_classify
+    from mlx_hjepa.eval.linear_probe import linear_probe
 
     train_x, train_y, _ = load_idx("fashion_mnist", args.data_path, "train")
     test_x, test_y, _ = load_idx("fashion_mnist", args.data_path, "test")
@@ -107,6 +111,9 @@ def quick(args):
     def knn(a, b):
         return knn_classify(a[0], a[1], b[0], b[1], k=20, num_classes=10)["top1"]
 
+    def linear(a, b):
+        return linear_probe(a[0], a[1], b[0], b[1], epochs=20, seed=0, num_classes=10)["top1"]
+
     for run_dir in args.runs:
         encoder, _, config = load_eval_encoder(run_dir, "target")
         result = {"run": str(run_dir)}
@@ -114,7 +121,9 @@ def quick(args):
             a, b = extract_features(e, bank, 256, e.depth), extract_features(e, queries, 256, e.depth)
             last = lambda f: (f[0][:, -e.embed_dim:], f[1])
             result[f"{label}_knn"], result[f"{label}_knn_last4"] = knn(last(a), last(b)), knn(a, b)
-        result["raw_pixels_knn"] = knn(pixel_features(bank, 28), pixel_features(queries, 28))
+            result[f"{label}_linear"] = linear(last(a), last(b))
+        pixels = pixel_features(bank, 28), pixel_features(queries, 28)
+        result["raw_pixels_knn"], result["raw_pixels_linear"] = knn(*pixels), linear(*pixels)
         print(json.dumps(result))
         (Path(run_dir) / "quick_eval.json").write_text(json.dumps(result, indent=2) + "\n")
 
@@ -168,9 +177,10 @@ def readouts(args):
 def table(args):
     """One markdown row per run from config.yaml, metrics.jsonl, quick_eval.json and floor.json
     (quick_eval.json may also hold train_cpu_s, the CPU seconds the training command took)."""
-    columns = ("run", "levels", "targets", "VICReg", "lr", "crop", "seed", "images seen", "train CPU s", "k-NN trained",
-               "random init", "raw pixels", "trained, last 4 blocks", "loss0 / floor0", "loss1 / floor1",
-               "loss2 / floor2", "eff. rank", "target std")
+    columns = ("run", "encoder", "predictor", "levels", "targets", "VICReg", "lr", "wd", "crop", "seed", "images seen",
+               "train CPU s", "k-NN trained", "random init", "raw pixels", "trained, last 4 blocks",
+               "linear trained / random / pixels", "loss0 / floor0", "loss1 / floor1", "loss2 / floor2", "eff. rank",
+               "target std")
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for run_dir in args.runs:
@@ -183,11 +193,17 @@ def table(args):
         pct = lambda key: f"{100 * quick_eval[key]:.1f}"
         ratio = lambda key: f"{fl[key]:.2f}" if key in fl else "-"
         targets = f"{m['num_target_masks']} x {'-'.join(f'{v:g}' for v in m['mask_scale'])}"
-        cells = (run_dir.name, cfg["model"]["num_hierarchies"], targets, "on" if cfg["loss"]["use_vicreg"] else "off",
-                 f"{t['lr']:g}", "-".join(f"{c:g}" for c in d["transforms"]["crop_scale"]), cfg["experiment"]["seed"],
+        mo, pr = cfg["model"], cfg["model"]["predictor"]
+        encoder = f"{mo['depth']} x {mo['embed_dim']}, patch {mo['patch_size']} @ {d['image_size']}"
+        linear = (" / ".join(pct(f"{k}_linear") for k in ("trained", "random_init", "raw_pixels"))
+                  if "trained_linear" in quick_eval else "-")
+        cells = (run_dir.name, encoder, f"{pr['depth']} x {pr['embed_dim']}", mo["num_hierarchies"], targets,
+                 "on" if cfg["loss"]["use_vicreg"] else "off", f"{t['lr']:g}",
+                 f"{t['weight_decay']:g}-{t['weight_decay_end']:g}",
+                 "-".join(f"{c:g}" for c in d["transforms"]["crop_scale"]), cfg["experiment"]["seed"],
                  f"{(d.get('samples_per_epoch') or 60000) * t['epochs']:,}",
                  f"{quick_eval['train_cpu_s']:.0f}" if "train_cpu_s" in quick_eval else "-", pct("trained_knn"),
-                 pct("random_init_knn"), pct("raw_pixels_knn"), pct("trained_knn_last4"),
+                 pct("random_init_knn"), pct("raw_pixels_knn"), pct("trained_knn_last4"), linear,
                  ratio("loss_over_floor_level0"), ratio("loss_over_floor_level1"), ratio("loss_over_floor_level2"),
                  f"{metrics['effective_rank']:.1f}", f"{metrics['target_std']:.3f}")
         print("| " + " | ".join(map(str, cells)) + " |")
