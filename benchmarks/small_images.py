@@ -40,6 +40,14 @@ import yaml
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 
+def at_size(images, size):
+    """uint8 (N, 28, 28, 3) images resized whole (bilinear, no crop) to the encoder's input size."""
+    if images.shape[1] == size:
+        return images
+    from PIL import Image
+    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images])
+
+
 def level_tokens(encoder, images, level):
     from mlx_hjepa.objective import layer_norm, pool_grid
     from mlx_hjepa.models import normalize_images
@@ -81,9 +89,10 @@ def floor(args):
     for run_dir in args.runs:
         encoder, _, config = load_eval_encoder(run_dir, "target")
         levels = config["model"]["num_hierarchies"] if config else 1
+        sized = at_size(images, encoder.img_size)
         row = {"run": str(run_dir), **final_metrics(run_dir),
-               "trained": floors(encoder, images, levels),
-               "random_init": floors(random_encoder_like(encoder, config["experiment"]["seed"]), images, levels)}
+               "trained": floors(encoder, sized, levels),
+               "random_init": floors(random_encoder_like(encoder, config["experiment"]["seed"]), sized, levels)}
         for level in range(levels):
             loss = row.get(f"loss_level{level}")
             if loss is not None:
@@ -94,10 +103,11 @@ def floor(args):
 
 def quick(args):
     """k-NN on a fixed subset (first 5,000 train images as the bank, first 1,000 test images),
-    28 px as stored (no resize or crop): the trained target encoder (last block, and the last 4
-    blocks concatenated), the same encoder at its random initialisation, and the raw pixels; and the
-    linear probe (eval.linear_probe, 20 epochs, seed 0) of the last block's features of each, trained
-    on the bank and scored on the same 1,000 test images."""
+    28 px as stored (no crop; resized whole to the encoder's size when it is not 28): the trained
+    target encoder (last block, and the last 4 blocks concatenated), the same encoder at its random
+    initialisation, and the raw pixels (28 px); and the linear probe (eval.linear_probe, 20 epochs,
+    seed 0) of the last block's features of each, trained on the bank and scored on the same 1,000
+    test images."""
     from mlx_hjepa.data.idx import load_idx
     from mlx_hjepa.eval.baselines import pixel_features
     from mlx_hjepa.eval.features import extract_features, load_eval_encoder, random_encoder_like
@@ -117,8 +127,9 @@ def quick(args):
     for run_dir in args.runs:
         encoder, _, config = load_eval_encoder(run_dir, "target")
         result = {"run": str(run_dir)}
+        sized = [(at_size(x, encoder.img_size), y) for x, y in (bank, queries)]  # whole images, at the run's size
         for label, e in (("trained", encoder), ("random_init", random_encoder_like(encoder, config["experiment"]["seed"]))):
-            a, b = extract_features(e, bank, 256, e.depth), extract_features(e, queries, 256, e.depth)
+            a, b = extract_features(e, sized[0], 256, e.depth), extract_features(e, sized[1], 256, e.depth)
             last = lambda f: (f[0][:, -e.embed_dim:], f[1])
             result[f"{label}_knn"], result[f"{label}_knn_last4"] = knn(last(a), last(b)), knn(a, b)
             result[f"{label}_linear"] = linear(last(a), last(b))
