@@ -13,10 +13,11 @@ Peers, each built from its own repository's classes the way its training script 
   ijepa6  the same I-JEPA with mlx-hjepa's predictor size (6 deep, min(384, width) wide).
 mlx-hjepa runs its default config (python -m mlx_hjepa.train's step: TrainStep from
 HJEPA.from_config) at the same encoder, image size, batch and predictor (6 x min(384, width));
-`--systems mlx,mlx_gelu,...` adds it with model.activation: gelu (exact GELU, the old default), and
-`mlx_ijm` at the mask sizes I-JEPA's collator actually draws (its context block is never the full
-grid; min_keep 3 at 96 px), so that it and ijepa6 do about the same FLOPs: the like-for-like pair; `mlx_nomallopt` without
-the allocator setting the train/eval commands apply (mlx_hjepa/_malloc.py).
+`--systems mlx,mlx_gelu,...` adds it with model.activation: gelu (exact GELU, the old default);
+`mlx_ijm` runs it at the mask sizes I-JEPA's collator actually draws (its context block is never
+the full grid; min_keep 3 at 96 px), so that it and ijepa6 do about the same FLOPs: the
+like-for-like pair; `mlx_nomallopt` runs it without the allocator setting the train/eval commands
+apply (mlx_hjepa/_malloc.py).
 
 Workarounds live here, not in the peers' code: I-JEPA's MaskCollator loops forever at 96 px
 with min_keep 10 (3 is used there); I-JEPA wraps its models in DistributedDataParallel
@@ -328,7 +329,8 @@ def main():
     if args.worker:
         return run_worker(args)
 
-    paths = {"mlx": None, "mlx_gelu": None, "mlx_ijm": None, "mlx_nomallopt": None, "hjepa": args.hjepa, "ijepa": args.ijepa, "ijepa6": args.ijepa}
+    paths = {**{s: None for s in SYSTEMS if s.startswith("mlx")},
+             "hjepa": args.hjepa, "ijepa": args.ijepa, "ijepa6": args.ijepa}
     systems = args.systems.split(",") if args.systems else [s for s in SYSTEMS if s == "mlx" or paths[s]]
     rows = args.rows.split(",")
     bad = [s for s in systems if s not in SYSTEMS] + [r for r in rows if r not in ROWS]

@@ -28,9 +28,9 @@ from typing import Any, Optional, Union
 import yaml
 
 from .masks import MultiBlockMaskSampler
-from .rules import (ACTIVATIONS, DATASET_NAMES, DEFAULT_DATASET_WEIGHT, EVAL_CROP_FRACTION, FOLDER_DATASETS, LEVEL_TARGETS, LOSS_SPELLINGS,
-                    MAX_HIERARCHIES, PATCH_SIZES, SAMPLING_STRATEGIES, SPLITS, WEIGHTED_STRATEGIES, encoder_config,
-                    weights_problem)
+from .rules import (ACTIVATIONS, DATASET_NAMES, DEFAULT_DATASET_WEIGHT, EVAL_CROP_FRACTION, FOLDER_DATASETS,
+                    LEVEL_TARGETS, LOSS_SPELLINGS, MAX_HIERARCHIES, PATCH_SIZES, SAMPLING_STRATEGIES, SPLITS,
+                    WEIGHTED_STRATEGIES, encoder_config, weights_problem)
 
 DEVICES = {"auto": "auto", "gpu": "gpu", "cpu": "cpu", "mps": "gpu", "cuda": "gpu", "metal": "gpu"}
 LR_SCHEDULES = ("cosine", "linear", "constant")
@@ -169,7 +169,7 @@ class LossConfig:
     type: str = "smooth_l1"
     hierarchy_weights: Optional[list[float]] = None  # None: 1, 1/2, 1/4, ... one per level
     normalize_embeddings: bool = False
-    level_target: str = "norm_of_mean"  # rules.LEVEL_TARGETS: how levels >= 1 pool their targets
+    level_target: str = LEVEL_TARGETS[0]  # norm_of_mean (rules.LEVEL_TARGETS): how levels >= 1 pool their targets
     use_vicreg: bool = False
     vicreg: VICRegConfig = field(default_factory=VICRegConfig)
 

@@ -59,7 +59,7 @@ def gather_tokens(tokens, indices):
     return out.reshape(*indices.shape, D)
 
 
-def level_targets(target_tokens, masks, grid, level, definition="norm_of_mean"):
+def level_targets(target_tokens, masks, grid, level, definition=LEVEL_TARGETS[0]):
     """Layer-normed, pooled targets for level `level`: (B, M, Kt, D) at level 0, (B, M, W_l, D) above.
     definition (rules.LEVEL_TARGETS): "norm_of_mean" layer-norms each window's mean token;
     "mean_of_norm" averages the window's layer-normed tokens (the level-0 targets)."""
@@ -90,7 +90,7 @@ def l2_normalize(x, eps=1e-6):
 
 
 def hierarchical_loss(predictions, target_tokens, masks, heads, grid, weights, loss_type="smooth_l1",
-                      normalize=False, level_target="norm_of_mean"):
+                      normalize=False, level_target=LEVEL_TARGETS[0]):
     """Weighted sum over levels of the per-image mean loss over positions, averaged over
     images. Returns (total, [loss per level]).
 

@@ -16,6 +16,7 @@ from mlx.utils import tree_flatten, tree_map, tree_map_with_path
 from .. import config as C
 from ..models import normalize_images
 from ..objective import feature_std, hierarchical_loss, variance_covariance
+from ..rules import LEVEL_TARGETS
 from .optimizer import AdamW
 from .schedules import Schedules
 
@@ -25,7 +26,7 @@ class StepOptions:
     hierarchy_weights: tuple = (1.0, 0.5, 0.25)
     loss_type: str = "smooth_l1"
     normalize_embeddings: bool = False  # L2-normalise predictions and targets before the loss
-    level_target: str = "norm_of_mean"  # rules.LEVEL_TARGETS
+    level_target: str = LEVEL_TARGETS[0]  # norm_of_mean
     variance_weight: float = 0.0  # VICReg variance term on pooled context features (0 = off)
     covariance_weight: float = 0.0
     clip_grad: float = 0.0  # global-norm clip; 0 = off
