@@ -1,8 +1,9 @@
 """Run mlx-hjepa's compiled training step in a loop, for a sampling profiler to look at.
 
-The step and model are vs_peers.py's (the default config at that row's encoder, image size and
-predictor); `--ijepa-masks` uses the mask sizes FAIR I-JEPA's collator draws (vs_peers' mlx_ijm).
-One typical batch of masks (the median context length of 21 draws) is reused, so no step retraces. Prints ms/step; run it under `perf`:
+The step and model are vs_peers.py's (`mlx_step`: the default config at that row's encoder, image
+size and predictor, with the train command's memory setting); `--ijepa-masks` uses the mask sizes
+FAIR I-JEPA's collator draws (vs_peers' mlx_ijm). One typical batch of masks (the median context
+length of 21 draws) is reused, so no step retraces. Prints ms/step; run it under `perf`:
 
     OPENBLAS_NUM_THREADS=1 perf record -F 2000 -g -o /tmp/step.perf python benchmarks/profile_step.py --ijepa-masks
     perf report -i /tmp/step.perf --no-children -g none --sort dso,symbol
@@ -21,7 +22,7 @@ import mlx_hjepa  # noqa: E402,F401  (first: preloads the BLAS)
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vs_peers import IJEPA_MASKS, LEVELS, ROWS  # noqa: E402
+from vs_peers import IJEPA_MASKS, ROWS, mlx_step  # noqa: E402
 
 
 def main(argv=None):
@@ -33,22 +34,9 @@ def main(argv=None):
     ap.add_argument("--set", action="append", default=[], help="extra config overrides, KEY=VALUE")
     args = ap.parse_args(argv)
 
-    from mlx_hjepa._malloc import keep_freed_memory
-    from mlx_hjepa.config import load_config, model_config
-    from mlx_hjepa.masks import MultiBlockMaskSampler
-    from mlx_hjepa.models import HJEPA
-    from mlx_hjepa.train.schedules import Schedules
-    from mlx_hjepa.train.step import StepOptions, TrainStep
-
-    keep_freed_memory()  # as python -m mlx_hjepa.train does (MLX_HJEPA_NO_MALLOPT=1 to compare)
-    _, name, dim, size = ROWS[args.row]
-    overrides = [f"model.encoder_type={name}", f"data.image_size={size}", f"data.batch_size={args.batch}",
-                 f"model.predictor.embed_dim={min(384, dim)}", "model.predictor.depth=6", "data.dataset=synthetic"]
-    overrides += LEVELS[args.row] + (IJEPA_MASKS[args.row] if args.ijepa_masks else []) + args.set
-    cfg = load_config(None, overrides)
-    model = HJEPA.from_config(model_config(cfg), seed=0)
-    step = TrainStep(model, Schedules.from_config(cfg, steps_per_epoch=1000), StepOptions.from_config(cfg))
-    sampler = MultiBlockMaskSampler.from_config(cfg.masking, model.grid_size, cfg.model.num_hierarchies)
+    size = ROWS[args.row][3]
+    model, step, sampler = mlx_step(args.row, args.batch,
+                                    (IJEPA_MASKS[args.row] if args.ijepa_masks else []) + args.set)
     images = np.random.default_rng(0).integers(0, 256, (args.batch, size, size, 3), dtype=np.uint8)
     draws = [sampler(args.batch, 0, i) for i in range(21)]  # a typical batch: the median context length
     masks = sorted(draws, key=lambda m: m["context"].shape[1])[10]

@@ -74,27 +74,37 @@ def peak_rss_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
-def worker_mlx(row, batch, warmup, steps, _path, overrides=()):
+def mlx_step(row, batch, overrides=()):
+    """(model, TrainStep, mask sampler) of mlx-hjepa's default config at a row's sizes, with the
+    memory setting python -m mlx_hjepa.train applies (MLX_HJEPA_NO_MALLOPT=1: mlx_nomallopt).
+    Imports MLX only when called: the torch workers never do. profile_step.py builds the same."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import mlx_hjepa  # noqa: F401  (fast BLAS before mlx.core)
     from mlx_hjepa._malloc import keep_freed_memory
-    keep_freed_memory()  # as python -m mlx_hjepa.train does (MLX_HJEPA_NO_MALLOPT=1: mlx_nomallopt)
-    import mlx.core as mx
-    import numpy as np
-
     from mlx_hjepa.config import load_config, model_config
     from mlx_hjepa.masks import MultiBlockMaskSampler
-    from mlx_hjepa.models import HJEPA, step_flops
+    from mlx_hjepa.models import HJEPA
     from mlx_hjepa.train.schedules import Schedules
     from mlx_hjepa.train.step import StepOptions, TrainStep
 
+    keep_freed_memory()
     _, name, dim, size = ROWS[row]
     cfg = load_config(None, [f"model.encoder_type={name}", f"data.image_size={size}", f"data.batch_size={batch}",
                              f"model.predictor.embed_dim={min(384, dim)}", "model.predictor.depth=6",
                              "data.dataset=synthetic"] + LEVELS[row] + list(overrides))
     model = HJEPA.from_config(model_config(cfg), seed=cfg.experiment.seed)
     step = TrainStep(model, Schedules.from_config(cfg, steps_per_epoch=1000), StepOptions.from_config(cfg))
-    sampler = MultiBlockMaskSampler.from_config(cfg.masking, model.grid_size, cfg.model.num_hierarchies)
+    return model, step, MultiBlockMaskSampler.from_config(cfg.masking, model.grid_size, cfg.model.num_hierarchies)
+
+
+def worker_mlx(row, batch, warmup, steps, _path, overrides=()):
+    model, step, sampler = mlx_step(row, batch, overrides)
+    import mlx.core as mx
+    import numpy as np
+
+    from mlx_hjepa.models import step_flops
+
+    size = ROWS[row][3]
     rng = np.random.default_rng(0)
     batches = [(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8), sampler(batch, 0, i))
                for i in range(warmup + steps)]
