@@ -1,4 +1,6 @@
-"""Cheap operations for MLX's CPU backend (opt-in; exact GELU stays the default for timm parity).
+"""Cheap operations for MLX's CPU backend: a GELU built from multiply/add/divide (what
+`model.activation: auto` runs there) and a linear layer whose weight gradient arrives in the
+weight's own layout.
 
 `fast_gelu` is GELU with erf replaced by a rational function: only multiply, add, divide
 and comparisons, which `mx.compile` fuses into one vectorisable kernel each way, where
@@ -88,3 +90,24 @@ def fast_gelu(x):
 @fast_gelu.vjp
 def _fast_gelu_vjp(x, cotangent, output):
     return _gelu_backward(x, cotangent)
+
+
+@mx.custom_function
+def linear(x, weight, bias):
+    """x @ weight.T + bias, as nn.Linear, with a backward that writes the weight gradient row-major.
+
+    MLX differentiates x @ weight.T through the transpose: the gradient is computed as x^T g,
+    shape (in, out), and handed back as a transposed view. Every consumer of it then runs a strided
+    loop against the row-major weight (AdamW's moments and update, the gradient norm, the EMA),
+    which MLX's CPU backend does not vectorise. Here the same product is computed as g^T x, shape
+    (out, in): same FLOPs, BLAS reads the transposed operand in place, and the optimiser's fused
+    kernels take their contiguous path (2-3% of the ViT-Ti/16 @96 step on a 2-core x86 CPU).
+    """
+    return mx.addmm(bias, x, weight.T)
+
+
+@linear.vjp
+def _linear_vjp(primals, cotangent, output):
+    x, weight, _ = primals
+    g = cotangent.reshape(-1, cotangent.shape[-1])
+    return cotangent @ weight, g.T @ x.reshape(-1, x.shape[-1]), g.sum(axis=0)

@@ -63,3 +63,37 @@ def test_keeps_shape_and_dtype(dtype):
     h = mx.random.normal((2, 3, 8), key=mx.random.key(1)).astype(dtype)
     out, grad = fast_gelu(h), grad_of(fast_gelu, h)
     assert out.shape == h.shape and out.dtype == dtype and grad.dtype == dtype
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_mlx_linear_forward_and_gradients(bias):
+    from mlx_hjepa.models.vit import Linear
+
+    ours, theirs = Linear(12, 20, bias=bias), nn.Linear(12, 20, bias=bias)
+    theirs.update(ours.parameters())
+    x = mx.random.normal((3, 5, 12), key=mx.random.key(2))
+    target = mx.random.normal((3, 5, 20), key=mx.random.key(3))
+
+    def loss(params, module, x):
+        module.update(params)
+        return ((module(x) * target) ** 2).sum()
+
+    for module in (ours, theirs):
+        assert isinstance(module, nn.Linear)
+    np.testing.assert_allclose(np.array(ours(x)), np.array(theirs(x)), rtol=1e-6, atol=1e-6)
+    grad_fn = mx.grad(loss, argnums=(0, 2))
+    (g_ours, gx_ours), (g_theirs, gx_theirs) = grad_fn(ours.parameters(), ours, x), grad_fn(theirs.parameters(), theirs, x)
+    assert sorted(g_ours) == sorted(g_theirs) == (["bias", "weight"] if bias else ["weight"])
+    for name in g_ours:
+        assert g_ours[name].shape == g_theirs[name].shape
+        np.testing.assert_allclose(np.array(g_ours[name]), np.array(g_theirs[name]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.array(gx_ours), np.array(gx_theirs), rtol=1e-5, atol=1e-5)
+
+
+def test_linear_backward_under_compile_equals_eager():
+    w = mx.random.normal((6, 4), key=mx.random.key(4))
+    b = mx.random.normal((6,), key=mx.random.key(5))
+    x = mx.random.normal((2, 3, 4), key=mx.random.key(6))
+    f = mx.grad(lambda w, b, x: mx.tanh(_ops.linear(x, w, b)).sum(), argnums=(0, 1, 2))
+    for eager, compiled in zip(f(w, b, x), mx.compile(f)(w, b, x)):
+        np.testing.assert_allclose(np.array(eager), np.array(compiled), rtol=1e-6, atol=1e-6)

@@ -6,7 +6,7 @@ from mlx.utils import tree_map
 
 from ..rules import check_hierarchies
 from .predictor import Predictor
-from .vit import VisionTransformer, transformer_flops
+from .vit import Linear, VisionTransformer, transformer_flops
 
 
 class HJEPA(nn.Module):
@@ -28,7 +28,7 @@ class HJEPA(nn.Module):
         self.target_encoder.freeze()
         self.predictor = Predictor(encoder.grid_size, encoder.embed_dim, predictor_dim, predictor_depth,
                                    predictor_heads, predictor_mlp_ratio, act=encoder.act)
-        self.heads = [nn.Linear(encoder.embed_dim, encoder.embed_dim) for _ in range(num_hierarchies)]
+        self.heads = [Linear(encoder.embed_dim, encoder.embed_dim) for _ in range(num_hierarchies)]
         for head in self.heads:  # start as the identity so level l begins as plain pooled I-JEPA
             head.weight = mx.eye(encoder.embed_dim)
             head.bias = mx.zeros((encoder.embed_dim,))

@@ -3,7 +3,7 @@
 import mlx.core as mx
 import mlx.nn as nn
 
-from .vit import LN_EPS, Block, init_like_ijepa, sincos_pos_embed_2d
+from .vit import LN_EPS, Block, Linear, init_like_ijepa, sincos_pos_embed_2d
 
 
 class Predictor(nn.Module):
@@ -12,10 +12,10 @@ class Predictor(nn.Module):
         self.grid_size = tuple(grid_size)
         self.encoder_dim, self.embed_dim, self.depth = encoder_dim, embed_dim, depth
         self.num_heads, self.mlp_ratio, self.act = num_heads, mlp_ratio, act
-        self.predictor_embed = nn.Linear(encoder_dim, embed_dim)
+        self.predictor_embed = Linear(encoder_dim, embed_dim)
         self.blocks = [Block(embed_dim, num_heads, mlp_ratio, act) for _ in range(depth)]
         self.predictor_norm = nn.LayerNorm(embed_dim, eps=LN_EPS)
-        self.predictor_proj = nn.Linear(embed_dim, encoder_dim)
+        self.predictor_proj = Linear(embed_dim, encoder_dim)
         self._pos_embed = mx.array(sincos_pos_embed_2d(embed_dim, *self.grid_size))
         init_like_ijepa(self)
         self.mask_token = mx.clip(mx.random.normal((1, 1, embed_dim)) * 0.02, -0.04, 0.04)

@@ -11,7 +11,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .._ops import fast_gelu
+from .._ops import fast_gelu, linear
 from ..rules import IMAGENET_MEAN, IMAGENET_STD, check_patch_size
 
 LN_EPS = 1e-6
@@ -62,6 +62,16 @@ def resolve_activation(act):
     return "fast_gelu" if mx.default_device().type == mx.DeviceType.cpu else "gelu"
 
 
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, names and initialisation) with `_ops.linear`'s backward: the
+    weight gradient comes back in the weight's row-major layout."""
+
+    def __call__(self, x):
+        if "bias" in self:
+            return linear(x, self["weight"], self["bias"])
+        return x @ self["weight"].T
+
+
 class PatchEmbed(nn.Module):
     def __init__(self, patch_size, in_chans, embed_dim):
         super().__init__()
@@ -79,8 +89,8 @@ class Attention(nn.Module):
             raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}.")
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
 
     def __call__(self, x):
         B, N, D = x.shape
@@ -97,8 +107,8 @@ class Attention(nn.Module):
 class Mlp(nn.Module):
     def __init__(self, dim, hidden, act):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc1 = Linear(dim, hidden)
+        self.fc2 = Linear(hidden, dim)
         self._act = act
 
     def __call__(self, x):
