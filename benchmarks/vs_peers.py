@@ -17,7 +17,9 @@ HJEPA.from_config) at the same encoder, image size, batch and predictor (6 x min
 `mlx_ijm` runs it at the mask sizes I-JEPA's collator actually draws (its context block is never
 the full grid; min_keep 3 at 96 px), so that it and ijepa6 do about the same FLOPs: the
 like-for-like pair; `mlx_nomallopt` runs it without the allocator setting the train/eval commands
-apply (mlx_hjepa/_malloc.py).
+apply (mlx_hjepa/_malloc.py); `mlx_onestream` runs it with the target encoder on the main CPU
+stream (mlx_hjepa/_streams.py; what every mlx row does at --threads 1, where each system gets
+one thread).
 
 Workarounds live here, not in the peers' code: I-JEPA's MaskCollator loops forever at 96 px
 with min_keep 10 (3 is used there); I-JEPA wraps its models in DistributedDataParallel
@@ -61,10 +63,11 @@ LEVELS = {"tiny96": ["model.num_hierarchies=2", "loss.hierarchy_weights=[1.0,0.5
 # a few per cent: Kc 5.3 vs 6.2 at 96 px, 49 vs 56 at 224 px; ours rounds Kc down to a bucket).
 IJEPA_MASKS = {"tiny96": ["masking.min_keep=3", "masking.context_scale=[0.69,0.7]"],
                "small224": ["masking.context_scale=[0.86,0.87]"]}
-SYSTEMS = ("mlx", "mlx_gelu", "mlx_ijm", "mlx_nomallopt", "hjepa", "ijepa", "ijepa6")
+SYSTEMS = ("mlx", "mlx_gelu", "mlx_ijm", "mlx_nomallopt", "mlx_onestream", "hjepa", "ijepa", "ijepa6")
 LABELS = {"mlx": "mlx-hjepa (default config)", "mlx_gelu": "mlx-hjepa, model.activation: gelu (exact)",
           "mlx_ijm": "mlx-hjepa at I-JEPA's effective mask sizes",
           "mlx_nomallopt": "mlx-hjepa, MLX_HJEPA_NO_MALLOPT=1 (freed memory back to the kernel)",
+          "mlx_onestream": "mlx-hjepa, MLX_HJEPA_CPU_STREAMS=1 (target encoder on the main stream)",
           "hjepa": "PyTorch H-JEPA (its trainer, 3 levels)",
           "ijepa": "FAIR I-JEPA (released: predictor 12x384)", "ijepa6": "FAIR I-JEPA, predictor 6 x min(384, width)"}
 
@@ -277,6 +280,7 @@ def run_worker(args):
           "mlx_gelu": lambda *a: worker_mlx(*a, overrides=["model.activation=gelu"]),
           "mlx_ijm": lambda *a: worker_mlx(*a, overrides=IJEPA_MASKS[row]),
           "mlx_nomallopt": worker_mlx,  # launched with MLX_HJEPA_NO_MALLOPT=1
+          "mlx_onestream": worker_mlx,  # launched with MLX_HJEPA_CPU_STREAMS=1
           "ijepa6": lambda *a: worker_ijepa(*a, pred_depth=6, pred_dim=min(384, ROWS[row][2]))}[system]
     out = fn(row, args.batch, warmup, steps, args.path)
     out.update(img_s=args.batch * steps / out["seconds"], cpu_ms_per_img=1e3 * out["cpu_seconds"] / (args.batch * steps),
@@ -299,6 +303,8 @@ def launch(system, row, args, path):
                                                               "MKL_NUM_THREADS")})
     if system == "mlx_nomallopt":
         env["MLX_HJEPA_NO_MALLOPT"] = "1"
+    # the target encoder's own CPU stream is a second thread: with one thread each, one stream
+    env["MLX_HJEPA_CPU_STREAMS"] = "1" if args.threads < 2 or system == "mlx_onestream" else "2"
     cmd = [python, str(Path(__file__).resolve()), "--worker", system, "--row", row, "--batch", str(args.batch),
            "--path", path or ""]
     cmd += ["--steps", str(args.steps)] if args.steps else []

@@ -258,3 +258,19 @@ def openblas_info(path: str | None) -> dict:
         return {"config": lib.openblas_get_config().decode(), "threads": lib.openblas_get_num_threads()}
     except (OSError, AttributeError):
         return {}
+
+
+def set_threads(n: int) -> int | None:
+    """Set the thread count of the OpenBLAS that MLX calls (`openblas_set_num_threads`, read at
+    every call). Returns the count before, or None when MLX's BLAS is not an OpenBLAS reachable
+    here (macOS Accelerate, MKL, the reference BLAS): then nothing changes."""
+    path = bound_blas()
+    if not path:
+        return None
+    try:
+        lib = ctypes.CDLL(path, mode=os.RTLD_LOCAL)  # already loaded: the same library, not a copy
+        before = lib.openblas_get_num_threads()
+        lib.openblas_set_num_threads(ctypes.c_int(n))
+        return before
+    except (OSError, AttributeError):
+        return None

@@ -14,7 +14,7 @@ import sys
 import time
 from importlib import metadata
 
-from . import __version__, _blas, _malloc  # the package import has already preloaded the BLAS
+from . import __version__, _blas, _malloc, _streams  # the package import has already preloaded the BLAS
 from .devices import backend_packages, pick_device, unused_gpu_hint
 
 import mlx.core as mx  # noqa: E402
@@ -111,6 +111,7 @@ def collect(measure: bool = True) -> dict:
         "blas": blas_report(measure),
         "compile": jit_compiler(),
         "cpu_memory": _malloc.planned(),
+        "cpu_streams": _streams.planned(mx.cpu),
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS") if k in os.environ},
     }
 
@@ -140,6 +141,12 @@ def format_report(info: dict) -> str:
               "disabled": f"freed buffers go back to the kernel ({_malloc.DISABLE_ENV} is set)",
               "unsupported": "the platform's allocator as is (the glibc setting does not apply here)"}
     lines.append(f"cpu memory      {memory[info['cpu_memory']]}")
+    streams = {"two": "2: the training step splits each batch over two CPU streams, one core and a one-thread BLAS "
+                      f"each ({_streams.ENV}=1: one stream)",
+               "disabled": f"1: one stream ({_streams.ENV}=1 is set)",
+               "one_core": "1: one stream (this process may use one core)",
+               "blas": "1: one stream (MLX's BLAS here is not an OpenBLAS whose threads can be set)"}
+    lines.append(f"cpu streams     {streams[info['cpu_streams']]}")
     if len(info["backend_packages"]) > 1:
         lines.append(f"mlx backends    {', '.join(info['backend_packages'])} are all installed and share "
                      f"mlx/lib/libmlx.so: the last installed is the one running ({info['backend']})")

@@ -3,7 +3,8 @@
 One `mx.compile`d function captures the model (context encoder, predictor, heads and the
 frozen EMA target), the optimizer moments and step counter, and the random state. The
 learning rate, weight decay and EMA momentum are computed from the step counter inside
-the trace, so nothing schedule-related is frozen as a constant.
+the trace, so nothing schedule-related is frozen as a constant. On a multi-core CPU the batch
+runs as two halves on two CPU streams, one core each (see _streams).
 """
 
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_map_with_path
 
+from .. import _streams
 from .. import config as C
 from ..models import normalize_images
 from ..objective import feature_std, hierarchical_loss, variance_covariance
@@ -46,6 +48,20 @@ class StepOptions:
                    bf16=t.use_amp, betas=tuple(t.betas))
 
 
+def first_half_rows(batch_size):
+    """Rows of a batch the default stream takes when the step splits it over two CPU streams.
+
+    The halves differ in size on purpose from 8 rows up: MLX's compiler merges equivalent
+    operations without looking at their streams, so with equal halves the two halves' broadcasts
+    of the same constants to the same shapes become one array on one stream, and the other
+    stream's fused kernels take it as a strided input (a slower loop, and a wait on the other
+    stream). The default stream also runs the optimizer update after its half, so it takes the
+    smaller one: 15 and 17 of 32."""
+    if batch_size < 8:
+        return batch_size // 2
+    return batch_size // 2 - (1 if batch_size % 2 == 0 else 0)
+
+
 def _cast(tree, dtype):
     return tree_map(lambda p: p.astype(dtype), tree)
 
@@ -54,11 +70,14 @@ class TrainStep:
     """`step(images, masks)` runs one micro-batch; the optimizer update happens every
     `accumulation_steps` calls. Returns a dict of metric arrays (unevaluated)."""
 
-    def __init__(self, model, schedules: Schedules, options: StepOptions = StepOptions(), group=None):
+    def __init__(self, model, schedules: Schedules, options: StepOptions = StepOptions(), group=None,
+                 side_stream="auto"):
         if len(options.hierarchy_weights) != model.num_hierarchies:
             raise ValueError(f"hierarchy_weights has {len(options.hierarchy_weights)} entries but the model has "
                              f"{model.num_hierarchies} levels; give one weight per level.")
         self.model, self.schedules, self.options = model, schedules, options
+        # the second half of each batch runs on this CPU stream (None: all on the default one); see _streams
+        self.side_stream = _streams.side_stream() if side_stream == "auto" else side_stream
         self.group = group
         self.world_size = group.size() if group is not None else 1
         self.optimizer = AdamW(model.trainable_parameters(), options.betas, options.eps)
@@ -99,10 +118,35 @@ class TrainStep:
         pooled_target = target_tokens.mean(axis=1).astype(mx.float32)
         return loss.astype(mx.float32), (mx.stack(per_level), pooled_target, terms)
 
+    def splits_batch(self, batch_size):
+        """Whether a batch of this size runs as two halves on two CPU streams (see _streams)."""
+        vicreg = self.options.variance_weight or self.options.covariance_weight  # batch statistics
+        return self.side_stream is not None and batch_size >= 2 and not vicreg
+
+    def _value_and_grad(self, trainable, images, masks):
+        B = images.shape[0]
+        if not self.splits_batch(B):
+            return mx.value_and_grad(self._loss)(trainable, images, masks)
+        # Two halves, the second on the side stream (its backward follows it there): the loss is
+        # the mean of per-image losses, so the batch's loss and gradient are the halves' averages
+        # weighted by their sizes. Nothing crosses streams until the average.
+        half, parts = first_half_rows(B), []
+        for lo, hi, stream in ((0, half, None), (half, B, self.side_stream)):
+            rows = {k: v[lo:hi] for k, v in masks.items()}
+            if stream is None:
+                parts.append(mx.value_and_grad(self._loss)(trainable, images[lo:hi], rows))
+            else:
+                with mx.stream(stream):
+                    parts.append(mx.value_and_grad(self._loss)(trainable, images[lo:hi], rows))
+        ((loss_a, (levels_a, pooled_a, _)), grads_a), ((loss_b, (levels_b, pooled_b, _)), grads_b) = parts
+        wa, wb = half / B, (B - half) / B
+        grads = tree_map(lambda a, b: wa * a + wb * b, grads_a, grads_b)
+        return (wa * loss_a + wb * loss_b, (wa * levels_a + wb * levels_b, mx.concatenate([pooled_a, pooled_b]), {})), grads
+
     def _grads(self, images, masks):
         self.trace_count += 1
         trainable = self.model.trainable_parameters()
-        (loss, (per_level, pooled, terms)), grads = mx.value_and_grad(self._loss)(trainable, images, masks)
+        (loss, (per_level, pooled, terms)), grads = self._value_and_grad(trainable, images, masks)
         self.model.update(trainable)  # back to the fp32 masters after a bf16 forward
         if self.world_size > 1:
             # average_gradients rebuilds the tree from its leaves, dropping the frozen target
