@@ -79,11 +79,13 @@ def peak_rss_gib():
 
 def mlx_step(row, batch, overrides=()):
     """(model, TrainStep, mask sampler) of mlx-hjepa's default config at a row's sizes, with the
-    memory setting python -m mlx_hjepa.train applies (MLX_HJEPA_NO_MALLOPT=1: mlx_nomallopt).
+    memory and evaluation-order settings python -m mlx_hjepa.train applies (MLX_HJEPA_NO_MALLOPT=1:
+    mlx_nomallopt).
     Imports MLX only when called: the torch workers never do. profile_step.py builds the same."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import mlx_hjepa  # noqa: F401  (fast BLAS before mlx.core)
     from mlx_hjepa._malloc import keep_freed_memory
+    from mlx_hjepa._streams import widen_eval_window
     from mlx_hjepa.config import load_config, model_config
     from mlx_hjepa.masks import MultiBlockMaskSampler
     from mlx_hjepa.models import HJEPA
@@ -91,6 +93,7 @@ def mlx_step(row, batch, overrides=()):
     from mlx_hjepa.train.step import StepOptions, TrainStep
 
     keep_freed_memory()
+    widen_eval_window()
     _, name, dim, size = ROWS[row]
     cfg = load_config(None, [f"model.encoder_type={name}", f"data.image_size={size}", f"data.batch_size={batch}",
                              f"model.predictor.embed_dim={min(384, dim)}", "model.predictor.depth=6",

@@ -1,6 +1,11 @@
 """Two CPU streams (mlx_hjepa/_streams.py): when the step splits its batch over them, and that the
 split changes where the step runs, not what it computes."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -8,6 +13,8 @@ from helpers import tiny_batch, tiny_hjepa, tiny_step
 from mlx.utils import tree_flatten
 
 from mlx_hjepa import _blas, _streams
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_two_streams_on_a_multicore_cpu_one_when_disabled_single_core_or_gpu(monkeypatch):
@@ -104,3 +111,26 @@ def test_halves_differ_in_size_from_8_rows_and_the_default_stream_takes_the_smal
         if batch >= 8:
             assert first < batch - first <= first + 2
     assert first_half_rows(32) == 15 and first_half_rows(33) == 16
+
+
+def test_the_eval_window_widens_only_for_two_streams_and_keeps_a_user_value(monkeypatch):
+    monkeypatch.delenv(_streams.BFS_WIDTH_ENV, raising=False)
+    monkeypatch.setattr(_streams.mx, "is_available", lambda device: False)
+    monkeypatch.setattr(_streams, "planned", lambda device=None: "disabled")
+    assert not _streams.widen_eval_window() and _streams.BFS_WIDTH_ENV not in os.environ
+    monkeypatch.setattr(_streams, "planned", lambda device=None: "two")
+    assert _streams.widen_eval_window() and os.environ[_streams.BFS_WIDTH_ENV] == "200"
+    monkeypatch.setenv(_streams.BFS_WIDTH_ENV, "50")
+    assert not _streams.widen_eval_window() and os.environ[_streams.BFS_WIDTH_ENV] == "50"
+    monkeypatch.delenv(_streams.BFS_WIDTH_ENV)
+    monkeypatch.setattr(_streams.mx, "is_available", lambda device: True)  # a GPU build: runs default to the GPU
+    assert not _streams.widen_eval_window()
+
+
+def test_the_training_command_widens_it_before_training():
+    code = ("import os; from mlx_hjepa.train.__main__ import main; "
+            "main(['configs/quickstart.yaml', '--dry-run']); print('WIDTH', os.environ.get('MLX_BFS_MAX_WIDTH'))")
+    env = {k: v for k, v in os.environ.items() if k != _streams.BFS_WIDTH_ENV}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env).stdout
+    expected = "200" if _streams.planned(mx.cpu) == "two" and not mx.is_available(mx.gpu) else "None"
+    assert f"WIDTH {expected}" in out, out[-2000:]

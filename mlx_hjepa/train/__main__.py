@@ -8,6 +8,7 @@ from mlx.utils import tree_flatten
 
 from .. import config as C
 from .._malloc import keep_freed_memory
+from .._streams import widen_eval_window
 from ..errors import add_debug_flag, run_command
 from ..devices import DeviceError, select_device
 from ..distributed import init_distributed
@@ -100,6 +101,7 @@ def train(args):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     keep_freed_memory()  # MLX's CPU backend re-faults every freed buffer otherwise (_malloc.py)
+    widen_eval_window()  # before any evaluation: lets the step's two CPU streams overlap (_streams.py)
     try:
         return run_command(lambda: train(args), args, user_errors=(TrainingError, DeviceError, RunDirLocked))
     except KeyboardInterrupt:  # a second Ctrl-C (or a signal) while the first was being handled
