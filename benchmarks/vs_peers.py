@@ -17,9 +17,9 @@ HJEPA.from_config) at the same encoder, image size, batch and predictor (6 x min
 `mlx_ijm` runs it at the mask sizes I-JEPA's collator actually draws (its context block is never
 the full grid; min_keep 3 at 96 px), so that it and ijepa6 do about the same FLOPs: the
 like-for-like pair; `mlx_nomallopt` runs it without the allocator setting the train/eval commands
-apply (mlx_hjepa/_malloc.py); `mlx_onestream` runs it with the target encoder on the main CPU
-stream (mlx_hjepa/_streams.py; what every mlx row does at --threads 1, where each system gets
-one thread).
+apply (mlx_hjepa/_malloc.py); `mlx_onestream` runs it on one CPU stream instead of splitting
+each batch over two (mlx_hjepa/_streams.py; what every mlx row does at --threads 1, where each
+system gets one thread).
 
 Workarounds live here, not in the peers' code: I-JEPA's MaskCollator loops forever at 96 px
 with min_keep 10 (3 is used there); I-JEPA wraps its models in DistributedDataParallel
@@ -67,7 +67,7 @@ SYSTEMS = ("mlx", "mlx_gelu", "mlx_ijm", "mlx_nomallopt", "mlx_onestream", "hjep
 LABELS = {"mlx": "mlx-hjepa (default config)", "mlx_gelu": "mlx-hjepa, model.activation: gelu (exact)",
           "mlx_ijm": "mlx-hjepa at I-JEPA's effective mask sizes",
           "mlx_nomallopt": "mlx-hjepa, MLX_HJEPA_NO_MALLOPT=1 (freed memory back to the kernel)",
-          "mlx_onestream": "mlx-hjepa, MLX_HJEPA_CPU_STREAMS=1 (target encoder on the main stream)",
+          "mlx_onestream": "mlx-hjepa, MLX_HJEPA_CPU_STREAMS=1 (one CPU stream)",
           "hjepa": "PyTorch H-JEPA (its trainer, 3 levels)",
           "ijepa": "FAIR I-JEPA (released: predictor 12x384)", "ijepa6": "FAIR I-JEPA, predictor 6 x min(384, width)"}
 

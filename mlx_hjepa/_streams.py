@@ -17,7 +17,8 @@ a 2-thread OpenBLAS for both cores ran slower than one stream.
 Applies on MLX's CPU backend when the process may use two or more cores and MLX's BLAS is an
 OpenBLAS whose threads can be set (the Linux default, see _blas.py); elsewhere, on a GPU (its
 kernels already fill the device), with the VICReg terms (their batch statistics do not split),
-and for a batch of one, the step runs on one stream. MLX_HJEPA_CPU_STREAMS=1 keeps one stream
+for a batch of one, and in a job of several processes (a dead peer fails the collective's
+stream, and the other stream could wait on it forever), the step runs on one stream. MLX_HJEPA_CPU_STREAMS=1 keeps one stream
 (what `benchmarks/vs_peers.py --threads 1` sets, so a one-thread comparison stays on one core);
 `python -m mlx_hjepa.info` says which applies.
 

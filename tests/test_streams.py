@@ -134,3 +134,16 @@ def test_the_training_command_widens_it_before_training():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env).stdout
     expected = "200" if _streams.planned(mx.cpu) == "two" and not mx.is_available(mx.gpu) else "None"
     assert f"WIDTH {expected}" in out, out[-2000:]
+
+
+def test_a_job_of_several_processes_keeps_one_stream(monkeypatch):
+    class Group:
+        def size(self):
+            return 2
+
+    monkeypatch.setattr(_streams, "planned", lambda device=None: "two")
+    from helpers import tiny_schedules
+    from mlx_hjepa.train.step import StepOptions, TrainStep
+
+    step = TrainStep(tiny_hjepa(), tiny_schedules(), StepOptions(hierarchy_weights=(1.0, 0.5)), group=Group())
+    assert step.side_stream is None

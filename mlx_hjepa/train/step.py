@@ -76,10 +76,14 @@ class TrainStep:
             raise ValueError(f"hierarchy_weights has {len(options.hierarchy_weights)} entries but the model has "
                              f"{model.num_hierarchies} levels; give one weight per level.")
         self.model, self.schedules, self.options = model, schedules, options
-        # the second half of each batch runs on this CPU stream (None: all on the default one); see _streams
-        self.side_stream = _streams.side_stream() if side_stream == "auto" else side_stream
         self.group = group
         self.world_size = group.size() if group is not None else 1
+        # the second half of each batch runs on this CPU stream (None: all on the default one); see
+        # _streams. Not with several processes: when a peer dies, MLX fails the pending tasks of the
+        # stream that ran the collective, and the other stream's wait on it may never be released.
+        if side_stream == "auto":
+            side_stream = _streams.side_stream() if self.world_size == 1 else None
+        self.side_stream = side_stream
         self.optimizer = AdamW(model.trainable_parameters(), options.betas, options.eps)
         if options.accumulation_steps > 1:
             self.optimizer.state["grad_accum"] = tree_map(mx.zeros_like, model.trainable_parameters())
