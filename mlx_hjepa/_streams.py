@@ -15,12 +15,13 @@ Each stream then calls the BLAS for its own half, so the BLAS runs one thread pe
 a 2-thread OpenBLAS for both cores ran slower than one stream.
 
 Applies on MLX's CPU backend when the process may use two or more cores and MLX's BLAS is an
-OpenBLAS whose threads can be set (the Linux default, see _blas.py); elsewhere, on a GPU (its
-kernels already fill the device), with the VICReg terms (their batch statistics do not split),
-for a batch of one, and in a job of several processes (a dead peer fails the collective's
-stream, and the other stream could wait on it forever), the step runs on one stream. MLX_HJEPA_CPU_STREAMS=1 keeps one stream
-(what `benchmarks/vs_peers.py --threads 1` sets, so a one-thread comparison stays on one core);
-`python -m mlx_hjepa.info` says which applies.
+OpenBLAS whose threads can be set (the Linux default, see _blas.py). Elsewhere the step runs on
+one stream: on a GPU (its kernels already fill the device), with the VICReg terms (their batch
+statistics do not split), for a batch of one, and in a job of several processes (a dead peer
+fails the collective's stream, and the other stream could wait on it forever).
+MLX_HJEPA_CPU_STREAMS=1 keeps one stream (what `benchmarks/vs_peers.py --threads 1` sets, so a
+one-thread comparison stays on one core); `python -m mlx_hjepa.info` says which applies. The
+one-thread BLAS holds for the rest of the process (an in-run evaluation's matmuls included).
 
 How far the two streams overlap depends on the order MLX hands operations to them. MLX builds
 that order breadth-first, but only 20 arrays wide (MLX_BFS_MAX_WIDTH), then goes depth-first:

@@ -135,13 +135,11 @@ class TrainStep:
         # the mean of per-image losses, so the batch's loss and gradient are the halves' averages
         # weighted by their sizes. Nothing crosses streams until the average.
         half, parts = first_half_rows(B), []
-        for lo, hi, stream in ((0, half, None), (half, B, self.side_stream)):
-            rows = {k: v[lo:hi] for k, v in masks.items()}
-            if stream is None:
-                parts.append(mx.value_and_grad(self._loss)(trainable, images[lo:hi], rows))
-            else:
-                with mx.stream(stream):
-                    parts.append(mx.value_and_grad(self._loss)(trainable, images[lo:hi], rows))
+        default = mx.default_stream(mx.default_device())
+        for lo, hi, stream in ((0, half, default), (half, B, self.side_stream)):
+            with mx.stream(stream):
+                parts.append(mx.value_and_grad(self._loss)(trainable, images[lo:hi],
+                                                           {k: v[lo:hi] for k, v in masks.items()}))
         ((loss_a, (levels_a, pooled_a, _)), grads_a), ((loss_b, (levels_b, pooled_b, _)), grads_b) = parts
         wa, wb = half / B, (B - half) / B
         grads = tree_map(lambda a, b: wa * a + wb * b, grads_a, grads_b)
