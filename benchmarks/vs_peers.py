@@ -306,7 +306,7 @@ def launch(system, row, args, path):
                                                               "MKL_NUM_THREADS")})
     if system == "mlx_nomallopt":
         env["MLX_HJEPA_NO_MALLOPT"] = "1"
-    # the target encoder's own CPU stream is a second thread: with one thread each, one stream
+    # the step's second CPU stream is a second thread (_streams.py): with one thread each, one stream
     env["MLX_HJEPA_CPU_STREAMS"] = "1" if args.threads < 2 or system == "mlx_onestream" else "2"
     cmd = [python, str(Path(__file__).resolve()), "--worker", system, "--row", row, "--batch", str(args.batch),
            "--path", path or ""]

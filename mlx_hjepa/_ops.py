@@ -101,7 +101,7 @@ def linear(x, weight, bias):
     loop against the row-major weight (AdamW's moments and update, the gradient norm, the EMA),
     which MLX's CPU backend does not vectorise. Here the same product is computed as g^T x, shape
     (out, in): same FLOPs, BLAS reads the transposed operand in place, and the optimiser's fused
-    kernels take their contiguous path (2-3% of the ViT-Ti/16 @96 step on a 2-core x86 CPU).
+    kernels take their contiguous path (3-4% of the ViT-Ti/16 @96 step on one x86 core).
     """
     return mx.addmm(bias, x, weight.T)
 

@@ -143,7 +143,8 @@ class TrainStep:
         ((loss_a, (levels_a, pooled_a, _)), grads_a), ((loss_b, (levels_b, pooled_b, _)), grads_b) = parts
         wa, wb = half / B, (B - half) / B
         grads = tree_map(lambda a, b: wa * a + wb * b, grads_a, grads_b)
-        return (wa * loss_a + wb * loss_b, (wa * levels_a + wb * levels_b, mx.concatenate([pooled_a, pooled_b]), {})), grads
+        aux = (wa * levels_a + wb * levels_b, mx.concatenate([pooled_a, pooled_b]), {})
+        return (wa * loss_a + wb * loss_b, aux), grads
 
     def _grads(self, images, masks):
         self.trace_count += 1
