@@ -1,6 +1,6 @@
 """Cheap operations for MLX's CPU backend: a GELU built from multiply/add/divide (what
-`model.activation: auto` runs there) and a linear layer whose weight gradient arrives in the
-weight's own layout.
+`model.activation: auto` runs there), a linear layer whose weight gradient arrives in the
+weight's own layout, and a layer norm whose reductions are matrix products.
 
 `fast_gelu` is GELU with erf replaced by a rational function: only multiply, add, divide
 and comparisons, which `mx.compile` fuses into one vectorisable kernel each way, where
@@ -19,6 +19,7 @@ EPYC (benchmarks/cpu_ops.py). Called eagerly under mx.grad it is no faster than 
 because MLX runs the inner compiled kernels op by op inside a transformation.
 """
 
+import functools
 import math
 
 import mlx.core as mx
@@ -116,3 +117,50 @@ def _linear_vjp(primals, cotangent, output):
     x, weight, _ = primals
     g = cotangent.reshape(-1, cotangent.shape[-1])
     return cotangent @ weight, g.T @ x.reshape(-1, x.shape[-1]), g.sum(axis=0)
+
+
+@functools.cache
+def _layer_norm_fn(eps):
+    """The float32 layer norm with epsilon `eps`, as an mx.custom_function of (x, weight, bias).
+
+    MLX's CPU backend has no layer norm kernel: mx.fast.layer_norm runs as separate mean and
+    variance reductions over the last axis, which its CPU reduction code does as scalar loops, and
+    autodiff adds two more reductions in the backward. Here every reduction over the feature axis
+    is a product with a column of 1/D, so BLAS does it: forward and backward together 2.4x faster
+    than mx.fast.layer_norm at ViT-S/16 @224's shapes (6272 x 384) and 1.35x at ViT-Ti/16 @96's
+    (1152 x 192), one core. The statistics are the same two-pass ones (mean, then the mean square
+    of x - mean), so the values agree with mx.fast.layer_norm to float32 round-off."""
+
+    def stats(x):
+        mean_col = mx.full((x.shape[-1], 1), 1.0 / x.shape[-1], dtype=x.dtype)
+        centred = x - x @ mean_col
+        return mean_col, centred, mx.rsqrt((centred * centred) @ mean_col + eps)
+
+    @mx.custom_function
+    def layer_norm(x, weight, bias):
+        _, centred, rstd = stats(x)
+        return centred * rstd * weight + bias
+
+    @layer_norm.vjp
+    def layer_norm_vjp(primals, cotangent, output):
+        x, weight, _ = primals
+        mean_col, centred, rstd = stats(x)
+        normed = centred * rstd
+        g = cotangent * weight
+        dx = rstd * (g - g @ mean_col - normed * ((g * normed) @ mean_col))
+        # Weight and bias gradients sum over every row: a row of ones times the (rows, D) matrix.
+        rows = cotangent.reshape(-1, x.shape[-1])
+        ones_row = mx.ones((1, rows.shape[0]), dtype=x.dtype)
+        dweight = (ones_row @ (rows * normed.reshape(rows.shape)))[0]
+        return dx, dweight, (ones_row @ rows)[0]
+
+    return layer_norm
+
+
+def layer_norm(x, weight, bias, eps):
+    """mx.fast.layer_norm(x, weight, bias, eps) for a layer norm with both weight and bias (shape
+    (D,)), with its reductions done by BLAS on MLX's CPU backend for float32 (`_layer_norm_fn`);
+    elsewhere (a GPU, another dtype) mx.fast.layer_norm itself, which has fused kernels there."""
+    if x.dtype != mx.float32 or mx.default_device().type != mx.DeviceType.cpu:
+        return mx.fast.layer_norm(x, weight, bias, eps)
+    return _layer_norm_fn(eps)(x, weight, bias)

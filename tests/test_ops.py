@@ -1,4 +1,5 @@
-"""fast_gelu: its documented error bounds against exact GELU, and its hand-written backward."""
+"""fast_gelu: its documented error bounds against exact GELU, and its hand-written backward; the
+linear and layer-norm layers whose backward is written for the CPU: same values and gradients as MLX's."""
 
 import math
 
@@ -98,3 +99,53 @@ def test_linear_backward_under_compile_equals_eager():
     f = mx.grad(lambda w, b, x: mx.tanh(_ops.linear(x, w, b)).sum(), argnums=(0, 1, 2))
     for eager, compiled in zip(f(w, b, x), mx.compile(f)(w, b, x)):
         np.testing.assert_allclose(np.array(eager), np.array(compiled), rtol=1e-6, atol=1e-6)
+
+
+def _layer_norm_case(seed, shape=(3, 7, 48)):
+    keys = mx.random.split(mx.random.key(seed), 4)
+    # an offset mean and a spread of scales: the two-pass statistics must not cancel
+    x = 5.0 + 3.0 * mx.random.normal(shape, key=keys[0])
+    weight = 1.0 + mx.random.normal(shape[-1:], key=keys[1])
+    bias = mx.random.normal(shape[-1:], key=keys[2])
+    cotangent = mx.random.normal(shape, key=keys[3])
+    return x, weight, bias, cotangent
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_layer_norm_matches_mlx_values_and_gradients(seed):
+    x, weight, bias, cotangent = _layer_norm_case(seed)
+    ours = _ops._layer_norm_fn(1e-6)
+    reference = lambda x, w, b: mx.fast.layer_norm(x, w, b, 1e-6)  # noqa: E731
+    np.testing.assert_allclose(np.array(ours(x, weight, bias)), np.array(reference(x, weight, bias)),
+                               rtol=1e-5, atol=1e-5)
+    (_, grads_ours), (_, grads_ref) = (mx.vjp(f, [x, weight, bias], [cotangent]) for f in (ours, reference))
+    for name, g, r in zip(("x", "weight", "bias"), grads_ours, grads_ref):
+        assert g.shape == r.shape, name
+        np.testing.assert_allclose(np.array(g), np.array(r), rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_layer_norm_compiled_equals_eager_and_cpu_float32_takes_it():
+    x, weight, bias, cotangent = _layer_norm_case(2, (2, 5, 16))
+    f = lambda x, w, b: mx.vjp(lambda *a: _ops.layer_norm(*a, 1e-6), [x, w, b], [cotangent])  # noqa: E731
+    eager, compiled = f(x, weight, bias), mx.compile(f)(x, weight, bias)
+    for e, c in zip(eager[0] + eager[1], compiled[0] + compiled[1]):
+        np.testing.assert_allclose(np.array(e), np.array(c), rtol=1e-6, atol=1e-6)
+    # The dispatch: float32 on the CPU is the matmul version (a different graph, so not bit-equal to
+    # mx.fast.layer_norm's), bfloat16 goes to mx.fast.layer_norm unchanged.
+    with mx.stream(mx.cpu):
+        assert mx.array_equal(_ops.layer_norm(x, weight, bias, 1e-6), _ops._layer_norm_fn(1e-6)(x, weight, bias))
+        xb, wb, bb = (a.astype(mx.bfloat16) for a in (x, weight, bias))
+        out = _ops.layer_norm(xb, wb, bb, 1e-6)
+        assert out.dtype == mx.bfloat16 and mx.array_equal(out, mx.fast.layer_norm(xb, wb, bb, 1e-6))
+
+
+def test_vit_layer_norm_is_an_nn_layer_norm_with_its_parameters():
+    from mlx_hjepa.models.vit import LayerNorm
+
+    ours, theirs = LayerNorm(16, eps=1e-6), nn.LayerNorm(16, eps=1e-6)
+    assert isinstance(ours, nn.LayerNorm)
+    assert sorted(k for k, _ in ours.parameters().items()) == sorted(k for k, _ in theirs.parameters().items())
+    x, weight, bias, _ = _layer_norm_case(3, (4, 16))
+    ours.update({"weight": weight, "bias": bias})
+    theirs.update({"weight": weight, "bias": bias})
+    np.testing.assert_allclose(np.array(ours(x)), np.array(theirs(x)), rtol=1e-5, atol=1e-5)

@@ -3,7 +3,7 @@
 import mlx.core as mx
 import mlx.nn as nn
 
-from .vit import LN_EPS, Block, Linear, init_like_ijepa, sincos_pos_embed_2d
+from .vit import LN_EPS, Block, LayerNorm, Linear, init_like_ijepa, sincos_pos_embed_2d
 
 
 class Predictor(nn.Module):
@@ -14,7 +14,7 @@ class Predictor(nn.Module):
         self.num_heads, self.mlp_ratio, self.act = num_heads, mlp_ratio, act
         self.predictor_embed = Linear(encoder_dim, embed_dim)
         self.blocks = [Block(embed_dim, num_heads, mlp_ratio, act) for _ in range(depth)]
-        self.predictor_norm = nn.LayerNorm(embed_dim, eps=LN_EPS)
+        self.predictor_norm = LayerNorm(embed_dim, eps=LN_EPS)
         self.predictor_proj = Linear(embed_dim, encoder_dim)
         self._pos_embed = mx.array(sincos_pos_embed_2d(embed_dim, *self.grid_size))
         init_like_ijepa(self)
