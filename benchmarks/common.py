@@ -1,7 +1,7 @@
 """Shared bits for benchmark scripts: machine/version header and markdown tables."""
 
 import mlx_hjepa  # noqa: F401  (fast BLAS before mlx.core)
-from mlx_hjepa import _malloc, _streams
+from mlx_hjepa import _jit, _malloc, _streams
 from mlx_hjepa import config as C
 from mlx_hjepa import info
 from mlx_hjepa.models import HJEPA
@@ -10,6 +10,7 @@ from mlx_hjepa.rules import PRESETS
 
 _malloc.keep_freed_memory()  # as the train/eval commands do, so benchmarks time what they run
 _streams.widen_eval_window()  # as the train command does (before any evaluation)
+_jit.use_jit_flags()  # as the train/eval commands do (before MLX compiles a kernel)
 
 
 def header():

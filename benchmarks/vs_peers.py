@@ -19,7 +19,8 @@ the full grid; min_keep 3 at 96 px), so that it and ijepa6 do about the same FLO
 like-for-like pair; `mlx_nomallopt` runs it without the allocator setting the train/eval commands
 apply (mlx_hjepa/_malloc.py); `mlx_onestream` runs it on one CPU stream instead of splitting
 each batch over two (mlx_hjepa/_streams.py; what every mlx row does at --threads 1, where each
-system gets one thread).
+system gets one thread); `mlx_nojitflags` with MLX's own flags for its CPU kernel compiler
+(mlx_hjepa/_jit.py).
 
 Workarounds live here, not in the peers' code: I-JEPA's MaskCollator loops forever at 96 px
 with min_keep 10 (3 is used there); I-JEPA wraps its models in DistributedDataParallel
@@ -63,11 +64,12 @@ LEVELS = {"tiny96": ["model.num_hierarchies=2", "loss.hierarchy_weights=[1.0,0.5
 # a few per cent: Kc 5.3 vs 6.2 at 96 px, 49 vs 56 at 224 px; ours rounds Kc down to a bucket).
 IJEPA_MASKS = {"tiny96": ["masking.min_keep=3", "masking.context_scale=[0.69,0.7]"],
                "small224": ["masking.context_scale=[0.86,0.87]"]}
-SYSTEMS = ("mlx", "mlx_gelu", "mlx_ijm", "mlx_nomallopt", "mlx_onestream", "hjepa", "ijepa", "ijepa6")
+SYSTEMS = ("mlx", "mlx_gelu", "mlx_ijm", "mlx_nomallopt", "mlx_onestream", "mlx_nojitflags", "hjepa", "ijepa", "ijepa6")
 LABELS = {"mlx": "mlx-hjepa (default config)", "mlx_gelu": "mlx-hjepa, model.activation: gelu (exact)",
           "mlx_ijm": "mlx-hjepa at I-JEPA's effective mask sizes",
           "mlx_nomallopt": "mlx-hjepa, MLX_HJEPA_NO_MALLOPT=1 (freed memory back to the kernel)",
           "mlx_onestream": "mlx-hjepa, MLX_HJEPA_CPU_STREAMS=1 (one CPU stream)",
+          "mlx_nojitflags": "mlx-hjepa, MLX_HJEPA_NO_JIT_FLAGS=1 (MLX's own compiler flags)",
           "hjepa": "PyTorch H-JEPA (its trainer, 3 levels)",
           "ijepa": "FAIR I-JEPA (released: predictor 12x384)", "ijepa6": "FAIR I-JEPA, predictor 6 x min(384, width)"}
 
@@ -79,12 +81,13 @@ def peak_rss_gib():
 
 def mlx_step(row, batch, overrides=()):
     """(model, TrainStep, mask sampler) of mlx-hjepa's default config at a row's sizes, with the
-    memory and evaluation-order settings python -m mlx_hjepa.train applies (MLX_HJEPA_NO_MALLOPT=1:
-    mlx_nomallopt).
+    memory, evaluation-order and kernel-compiler settings python -m mlx_hjepa.train applies
+    (MLX_HJEPA_NO_MALLOPT=1: mlx_nomallopt; MLX_HJEPA_NO_JIT_FLAGS=1: mlx_nojitflags).
     Imports MLX only when called: the torch workers never do. profile_step.py builds the same."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import mlx_hjepa  # noqa: F401  (fast BLAS before mlx.core)
     from mlx_hjepa._malloc import keep_freed_memory
+    from mlx_hjepa._jit import use_jit_flags
     from mlx_hjepa._streams import widen_eval_window
     from mlx_hjepa.config import load_config, model_config
     from mlx_hjepa.masks import MultiBlockMaskSampler
@@ -94,6 +97,7 @@ def mlx_step(row, batch, overrides=()):
 
     keep_freed_memory()
     widen_eval_window()
+    use_jit_flags()
     _, name, dim, size = ROWS[row]
     cfg = load_config(None, [f"model.encoder_type={name}", f"data.image_size={size}", f"data.batch_size={batch}",
                              f"model.predictor.embed_dim={min(384, dim)}", "model.predictor.depth=6",
@@ -284,6 +288,7 @@ def run_worker(args):
           "mlx_ijm": lambda *a: worker_mlx(*a, overrides=IJEPA_MASKS[row]),
           "mlx_nomallopt": worker_mlx,  # launched with MLX_HJEPA_NO_MALLOPT=1
           "mlx_onestream": worker_mlx,  # launched with MLX_HJEPA_CPU_STREAMS=1
+          "mlx_nojitflags": worker_mlx,  # launched with MLX_HJEPA_NO_JIT_FLAGS=1
           "ijepa6": lambda *a: worker_ijepa(*a, pred_depth=6, pred_dim=min(384, ROWS[row][2]))}[system]
     out = fn(row, args.batch, warmup, steps, args.path)
     out.update(img_s=args.batch * steps / out["seconds"], cpu_ms_per_img=1e3 * out["cpu_seconds"] / (args.batch * steps),
@@ -306,6 +311,8 @@ def launch(system, row, args, path):
                                                               "MKL_NUM_THREADS")})
     if system == "mlx_nomallopt":
         env["MLX_HJEPA_NO_MALLOPT"] = "1"
+    if system == "mlx_nojitflags":
+        env["MLX_HJEPA_NO_JIT_FLAGS"] = "1"
     # the step's second CPU stream is a second thread (_streams.py): with one thread each, one stream
     env["MLX_HJEPA_CPU_STREAMS"] = "1" if args.threads < 2 or system == "mlx_onestream" else "2"
     cmd = [python, str(Path(__file__).resolve()), "--worker", system, "--row", row, "--batch", str(args.batch),

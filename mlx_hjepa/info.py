@@ -14,7 +14,7 @@ import sys
 import time
 from importlib import metadata
 
-from . import __version__, _blas, _malloc, _streams  # the package import has already preloaded the BLAS
+from . import __version__, _blas, _jit, _malloc, _streams  # the package import has already preloaded the BLAS
 from .devices import backend_packages, pick_device, unused_gpu_hint
 
 import mlx.core as mx  # noqa: E402
@@ -61,9 +61,9 @@ def blas_report(measure: bool = True) -> dict:
 def jit_compiler() -> dict:
     """mx.compile on the CPU runs `g++` from PATH (MLX probes `g++ --version`; on macOS g++ is
     clang); without it, compiled functions silently run unfused."""
-    path = shutil.which("g++")
+    path = shutil.which(_jit.COMPILER)
     works = bool(path) and subprocess.run([path, "--version"], capture_output=True).returncode == 0
-    return {"compiler": "g++", "path": path, "cpu_compile_can_jit": works}
+    return {"compiler": _jit.COMPILER, "path": path, "cpu_compile_can_jit": works}
 
 
 def cpu_model() -> str:
@@ -112,6 +112,7 @@ def collect(measure: bool = True) -> dict:
         "compile": jit_compiler(),
         "cpu_memory": _malloc.planned(),
         "cpu_streams": _streams.planned(mx.cpu),
+        "cpu_jit_flags": _jit.planned(),
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS") if k in os.environ},
     }
 
@@ -147,6 +148,12 @@ def format_report(info: dict) -> str:
                "one_core": "1: one stream (this process may use one core)",
                "blas": "1: one stream (MLX's BLAS here is not an OpenBLAS whose threads can be set)"}
     lines.append(f"cpu streams     {streams[info['cpu_streams']]}")
+    jit_flags = {"apply": f"train, eval and report build MLX's CPU kernels with {' '.join(_jit.FLAGS)} (vectorised "
+                          f"selects; own kernel cache; {_jit.DISABLE_ENV}=1 turns it off)",
+                 "disabled": f"MLX's own compiler flags ({_jit.DISABLE_ENV} is set)",
+                 "unsupported": "MLX's own compiler flags (the setting is for Linux)",
+                 "no_compiler": f"none (no {_jit.COMPILER} on PATH)"}
+    lines.append(f"cpu jit flags   {jit_flags[info['cpu_jit_flags']]}")
     if len(info["backend_packages"]) > 1:
         lines.append(f"mlx backends    {', '.join(info['backend_packages'])} are all installed and share "
                      f"mlx/lib/libmlx.so: the last installed is the one running ({info['backend']})")

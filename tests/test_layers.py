@@ -10,7 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "mlx_hjepa"
 
 LAYERS = [
-    {"_blas", "_malloc", "_ops", "rules", "errors", "devices"},  # the floor (rules, errors: pure Python)
+    {"_blas", "_jit", "_malloc", "_ops", "rules", "errors", "devices"},  # the floor (rules, errors: pure Python)
     {"_streams"},                          # the step's CPU streams (sets the BLAS's threads)
     {"masks"},                             # numpy mask rules
     {"config"},                            # schema; validates with the owners' rules

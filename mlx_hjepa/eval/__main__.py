@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..data import JEPAEvalTransform, build_dataset
+from .._jit import use_jit_flags
 from .._malloc import keep_freed_memory
 from ..errors import add_debug_flag, run_command
 from ..rules import EVAL_SPLITS
@@ -226,6 +227,7 @@ def _command(args, console):
 def main(argv=None):
     args = parse_args(argv)
     keep_freed_memory()  # MLX's CPU backend re-faults every freed buffer otherwise (_malloc.py)
+    use_jit_flags()  # lets GCC vectorise MLX's fused CPU kernels that select (_jit.py)
     console = Console(stderr=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

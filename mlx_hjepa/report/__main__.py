@@ -4,6 +4,7 @@ import argparse
 import sys
 import time
 
+from .._jit import use_jit_flags
 from .._malloc import keep_freed_memory
 from ..errors import add_debug_flag, run_command
 from .build import write_report
@@ -34,6 +35,7 @@ def report(args):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     keep_freed_memory()  # MLX's CPU backend re-faults every freed buffer otherwise (_malloc.py)
+    use_jit_flags()  # lets GCC vectorise MLX's fused CPU kernels that select (_jit.py)
     return run_command(lambda: report(args), args)
 
 

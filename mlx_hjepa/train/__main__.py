@@ -7,6 +7,7 @@ from pathlib import Path
 from mlx.utils import tree_flatten
 
 from .. import config as C
+from .._jit import use_jit_flags
 from .._malloc import keep_freed_memory
 from .._streams import widen_eval_window
 from ..errors import add_debug_flag, run_command
@@ -101,6 +102,7 @@ def train(args):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     keep_freed_memory()  # MLX's CPU backend re-faults every freed buffer otherwise (_malloc.py)
+    use_jit_flags()  # lets GCC vectorise MLX's fused CPU kernels that select (_jit.py)
     widen_eval_window()  # before any evaluation: lets the step's two CPU streams overlap (_streams.py)
     try:
         return run_command(lambda: train(args), args, user_errors=(TrainingError, DeviceError, RunDirLocked))
