@@ -29,7 +29,8 @@ if sys.argv[1] == "again":  # a second call in the process, and a child process,
     _jit.use_jit_flags()
     assert os.environ["PATH"] == path, "PATH grew"
     child = subprocess.run([sys.executable, "-c", "import os; from mlx_hjepa import _jit; "
-                            "print(_jit.use_jit_flags(), _jit.folder, os.environ['PATH'].count('mlx-hjepa-'))"],
+                            "print(_jit.use_jit_flags(), _jit.folder, "
+                            "os.environ['PATH'].split(os.pathsep).count(str(_jit.folder / 'bin')))"],
                            capture_output=True, text=True, check=True).stdout.split()
     print("CHILD", json.dumps(child))
 import mlx.core as mx
@@ -45,6 +46,7 @@ print("GXX", subprocess.run("g++ -### -x c -c /dev/null -o /dev/null", shell=Tru
 
 def run_probe(tmp_path, *, disabled=False, mode="once"):
     env = {k: v for k, v in os.environ.items() if k != _jit.DISABLE_ENV}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if "mlx-hjepa-" not in p)
     tmp_path.mkdir(exist_ok=True)
     env["TMPDIR"] = str(tmp_path)
     env["PYTHONHASHSEED"] = "0"
